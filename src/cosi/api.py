@@ -1,0 +1,99 @@
+"""The public sampling API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .integrators import SAMPLERS, build_plan
+from .integrators.plan import run_plan
+from .processes import LinearProcess, make_process
+
+
+@dataclass
+class SampleResult:
+    """``x``: the data block (B, C, ...); ``z``: the full final state (B, k*C, ...);
+    ``nfe``: network calls made."""
+
+    x: Tensor
+    z: Tensor
+    nfe: int
+
+
+def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | None = None,
+           shape=None, generator: torch.Generator | None = None, *, grid=None,
+           denoise: bool = False, device=None, dtype=torch.float32, progress: bool = False,
+           callback: Callable | None = None, noise: Callable | None = None,
+           **options) -> SampleResult:
+    """Sample from a diffusion model with exactly ``nfe`` network calls.
+
+    Args:
+        eps_model: ``eps_model(z, t)`` with ``z`` of shape (B, k*C, *spatial) or (B, k*d),
+            blocks stacked along dim 1 (x first, then m), and ``t`` of shape (B,); returns
+            ε of ``z``'s shape, where z_t = μ_t + L_t ε (math.md §1).
+        process: a :class:`LinearProcess` or a name ('vp', 'cld', 'psld').
+        sampler: a name from ``cosi.samplers``.
+        nfe: the number of network calls; refused clearly if the sampler cannot meet it.
+        z_T: the initial state at T; drawn from the prior N(0, Σ_T) when None.
+        shape: the data shape (B, C, *spatial) or (B, d), needed when ``z_T`` is None.
+        generator: torch generator for the prior and the sampler's noise.
+        grid: a grid name ('uniform', 'quadratic', 'logsnr', 'edm') or a decreasing
+            sequence of times; default: the sampler's measured choice for the process.
+        denoise: end with a final denoising call at t_min (counted in ``nfe``).
+        noise: optional ``noise(i, z) -> ξ`` for the i-th noisy update (e.g. per-sample
+            seeded noise); overrides ``generator`` for the sampler's noise.
+        **options: the sampler's own options (``eta``, ``lam``, ``B``, ...).
+    """
+    if isinstance(process, str):
+        process = make_process(process)
+    if not isinstance(process, LinearProcess):
+        raise TypeError(f"process must be a LinearProcess or one of 'vp', 'cld', 'psld', got {process!r}")
+    plan = build_plan(sampler, process, nfe, grid=grid, denoise=denoise, **options)
+    if z_T is None:
+        if shape is None:
+            raise ValueError("give z_T (the initial state) or shape (the data shape, e.g. (B, C, H, W))")
+        state = process.state_shape(tuple(shape))
+        gen_dev = generator.device if generator is not None else device
+        z_T = process.prior_sample(state, generator=generator, device=gen_dev, dtype=dtype)
+        z_T = z_T.to(device or z_T.device)
+    else:
+        _check_state(z_T, process)
+    z, calls = run_plan(plan, eps_model, z_T, generator=generator, noise=noise, progress=progress,
+                        callback=callback)
+    return SampleResult(x=process.data_block(z), z=z, nfe=calls)
+
+
+def _check_state(z: Tensor, process: LinearProcess) -> None:
+    if not isinstance(z, Tensor):
+        raise TypeError(f"z_T must be a torch.Tensor, got {type(z).__name__}")
+    if not z.is_floating_point():
+        raise TypeError(f"z_T must be a floating-point tensor (float32 or float64), got {z.dtype}")
+    if z.dim() < 2 or z.shape[1] % process.k:
+        raise ValueError(
+            f"z_T has shape {tuple(z.shape)}; a {process.name} state has shape (B, {process.k}*C, ...) "
+            f"or (B, {process.k}*d) with the {process.k} blocks stacked along dim 1"
+        )
+
+
+class SamplerTable(Mapping):
+    """``cosi.samplers``: name -> one-line description."""
+
+    def __getitem__(self, name):
+        return SAMPLERS[name].description
+
+    def __iter__(self):
+        return iter(SAMPLERS)
+
+    def __len__(self):
+        return len(SAMPLERS)
+
+    def __repr__(self):
+        w = max(map(len, SAMPLERS))
+        return "\n".join(f"{n:<{w}}  {s.description}" for n, s in SAMPLERS.items())
+
+
+samplers = SamplerTable()

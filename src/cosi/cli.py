@@ -1,0 +1,169 @@
+"""The `cosi` command line: samplers, sample, bench, train."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Conjugate and splitting integrators for diffusion models.")
+bench_app = typer.Typer(no_args_is_help=True, help="Measure samplers.")
+app.add_typer(bench_app, name="bench")
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _sampler_options(lam: Optional[float], eta: Optional[float], option: List[str]) -> dict:
+    """--lam, --eta and repeated --option key=value (value parsed as JSON when possible)."""
+    opts = {}
+    if lam is not None:
+        opts["lam"] = lam
+    if eta is not None:
+        opts["eta"] = eta
+    for kv in option or []:
+        if "=" not in kv:
+            _fail(f"--option expects key=value, got {kv!r}")
+        k, v = kv.split("=", 1)
+        try:
+            opts[k] = json.loads(v)
+        except json.JSONDecodeError:
+            opts[k] = v
+    return opts
+
+
+@app.command()
+def samplers() -> None:
+    """List the samplers with a one-line description each."""
+    from .integrators import SAMPLERS
+
+    w = max(map(len, SAMPLERS))
+    for name, s in SAMPLERS.items():
+        procs = "" if len(s.processes) == 3 else f"  [{', '.join(s.processes)} only]"
+        typer.echo(f"{name:<{w}}  {s.description}{procs}")
+
+
+ProcessOpt = typer.Option("psld", "--process", "-p", help="vp, cld or psld")
+SamplerOpt = typer.Option("euler", "--sampler", "-s", help="a name from `cosi samplers`")
+NfeOpt = typer.Option(50, "--nfe", help="number of network calls")
+LamOpt = typer.Option(None, "--lam", help="lambda of lambda-ddim / conjugate-splitting samplers")
+EtaOpt = typer.Option(None, "--eta", help="noise scale of stochastic samplers")
+OptionOpt = typer.Option(None, "--option", "-o", help="extra sampler option key=value (repeatable)")
+GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm (default: the sampler's)")
+
+
+@app.command()
+def sample(
+    process: str = ProcessOpt,
+    sampler: str = SamplerOpt,
+    nfe: int = NfeOpt,
+    n: int = typer.Option(1000, "--n", help="number of samples"),
+    data: str = typer.Option("gmm", "--data", help="oracle data: gmm (vectors) or gmm-image"),
+    d: int = typer.Option(32, "--d", help="oracle data dimension (gmm)"),
+    lam: Optional[float] = LamOpt,
+    eta: Optional[float] = EtaOpt,
+    option: List[str] = OptionOpt,
+    grid: Optional[str] = GridOpt,
+    denoise: bool = typer.Option(False, "--denoise/--no-denoise", help="final denoising call"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("out/sample"), "--out", help="output folder"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Draw samples (from the exact-score oracle) and write samples.npz and a picture."""
+    import numpy as np
+    import torch
+
+    from . import api
+    from .oracle import GaussianMixture
+    from .processes import make_process
+    from .viz import save_image_grid, save_scatter
+
+    try:
+        proc = make_process(process)
+        if data == "gmm":
+            gmm = GaussianMixture.random(d=d, seed=0)
+        elif data == "gmm-image":
+            gmm = GaussianMixture.random(d=3 * 8 * 8, shape=(3, 8, 8), seed=0)
+        else:
+            _fail(f"unknown --data {data!r}; choose gmm or gmm-image")
+        shape = (n, *gmm.shape)
+        t0 = time.perf_counter()
+        res = api.sample(gmm.eps_model(proc), proc, sampler, nfe, shape=shape,
+                         generator=torch.Generator().manual_seed(seed), grid=grid, denoise=denoise,
+                         progress=not quiet, **_sampler_options(lam, eta, option))
+        secs = time.perf_counter() - t0
+    except (ValueError, TypeError, NotImplementedError) as e:
+        _fail(str(e))
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "samples.npz", x=res.x.numpy(), z=res.z.numpy(), nfe=res.nfe)
+    title = f"{proc.name} / {sampler} / NFE {res.nfe}"
+    if len(gmm.shape) == 3:
+        pic = save_image_grid(res.x[:64], out / "samples.png", scale=4)
+    else:
+        pic = save_scatter(res.x, out / "samples.png", ref=gmm.sample(n), title=title)
+    if not quiet:
+        typer.echo(f"{title}: {n} samples in {secs:.1f} s -> {out / 'samples.npz'}, {pic}")
+
+
+@bench_app.command("oracle")
+def bench_oracle(
+    process: str = ProcessOpt,
+    data: str = typer.Option("gmm", "--data", help="gmm (vector Gaussian mixture)"),
+    sampler: str = SamplerOpt,
+    nfe: List[int] = typer.Option([50], "--nfe", help="network calls (repeatable)"),
+    lam: Optional[float] = LamOpt,
+    eta: Optional[float] = EtaOpt,
+    option: List[str] = OptionOpt,
+    grid: Optional[str] = GridOpt,
+    denoise: bool = typer.Option(False, "--denoise/--no-denoise"),
+    d: int = typer.Option(32, "--d"),
+    n: int = typer.Option(64, "--n", help="trajectories for the endpoint error"),
+    n_dist: int = typer.Option(1000, "--n-dist", help="samples for MMD / sliced Wasserstein"),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON line per NFE"),
+) -> None:
+    """Endpoint error, MMD and sliced Wasserstein (with floors) on the exact-score oracle."""
+    from .evaluate import oracle_benchmark
+
+    if data != "gmm":
+        _fail(f"unknown --data {data!r}; the oracle benchmark supports gmm")
+    for k in nfe:
+        try:
+            r = oracle_benchmark(process, sampler, k, d=d, n=n, n_dist=n_dist, seed=seed, grid=grid,
+                                 denoise=denoise, **_sampler_options(lam, eta, option))
+        except (ValueError, TypeError, NotImplementedError) as e:
+            _fail(str(e))
+        if as_json:
+            typer.echo(json.dumps(r))
+        else:
+            ee = (f"endpoint {r['endpoint_error']:.3e} (median {r['endpoint_error_median']:.3e})  "
+                  if "endpoint_error" in r else "")
+            typer.echo(f"{r['process']} {sampler} nfe={k}: {ee}MMD {r['mmd']:.4f} (floor "
+                       f"{r['mmd_floor']:.4f})  SW {r['sw']:.4f} (floor {r['sw_floor']:.4f})")
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules may pull heavier dependencies are imported lazily."""
+    try:
+        from .train import train_command
+    except ImportError:
+        return
+    app.command("train")(train_command)
+
+
+_register_optional_commands()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

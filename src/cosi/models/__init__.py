@@ -1,0 +1,1 @@
+"""Neural eps-models: the U-Net we train, official-checkpoint networks, adapters."""

@@ -1,0 +1,324 @@
+"""Linear diffusions in block form (math.md §1).
+
+Every data coordinate carries a block state ``z ∈ R^k`` (k = 1 for VP, k = 2 for CLD
+and PSLD: data x and momentum m). The forward SDE is
+
+    dz = β(t) F z dt + sqrt(β(t)) G dw,     D = G Gᵀ,     b(t) = ∫₀ᵗ β(s) ds,
+
+with constant k×k matrices F, D and β(t) = β₀ + (β₁ − β₀) t. A tensor state has its
+blocks stacked along dim 1: ``(B, k*C, *spatial)`` or ``(B, k*d)``, x first.
+
+All coefficients are computed in float64 (torch) and vectorized over t; they are cast
+to the state's dtype only where they are applied.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+f64 = torch.float64
+
+
+class Marginal(NamedTuple):
+    """Perturbation kernel z_t | x₀ ~ N(mean · x₀, cov), all (..., k[, k]) float64."""
+
+    psi: Tensor  # Ψ(t, 0), (..., k, k)
+    mean: Tensor  # Ψ(t, 0)[:, 0], (..., k): μ_t = mean · x₀ per data coordinate
+    cov: Tensor  # Σ_t, (..., k, k)
+    L: Tensor  # lower Cholesky factor of Σ_t
+    L_invT: Tensor  # L_t^{-T}
+
+
+def as_time(t, device=None) -> Tensor:
+    """Times as a float64 tensor (scalars become 0-d tensors)."""
+    return torch.as_tensor(t, dtype=f64, device=device)
+
+
+def cholesky(S: Tensor) -> Tensor:
+    """Lower Cholesky factor of SPD matrices (..., k, k); closed form for k ≤ 2 (no sync)."""
+    k = S.shape[-1]
+    if k == 1:
+        return S.sqrt()
+    if k == 2:
+        a = S[..., 0, 0].sqrt()
+        c = S[..., 1, 0] / a
+        d = (S[..., 1, 1] - c * c).sqrt()
+        zero = torch.zeros_like(a)
+        return torch.stack([torch.stack([a, zero], -1), torch.stack([c, d], -1)], -2)
+    return torch.linalg.cholesky(S)
+
+
+def inv_transpose_lower(L: Tensor) -> Tensor:
+    """L^{-T} for lower-triangular L (..., k, k)."""
+    k = L.shape[-1]
+    if k == 1:
+        return 1.0 / L
+    if k == 2:
+        a, c, d = L[..., 0, 0], L[..., 1, 0], L[..., 1, 1]
+        zero = torch.zeros_like(a)
+        return torch.stack(
+            [torch.stack([1 / a, -c / (a * d)], -1), torch.stack([zero, 1 / d], -1)], -2
+        )
+    eye = torch.eye(k, dtype=L.dtype, device=L.device).expand_as(L)
+    return torch.linalg.solve_triangular(L, eye, upper=False).transpose(-1, -2)
+
+
+def van_loan(F: Tensor, D: Tensor, db: Tensor) -> tuple[Tensor, Tensor]:
+    """(e^{db F}, ∫₀^{db} e^{uF} D e^{uFᵀ} du) for db of any shape, from one block exponential:
+    with C = [[−F, D], [0, Fᵀ]] and expm(db C) = [[·, P], [0, Q]], the integral is Qᵀ P."""
+    k = F.shape[-1]
+    C = torch.zeros(2 * k, 2 * k, dtype=f64, device=db.device)
+    C[:k, :k], C[:k, k:], C[k:, k:] = -F, D, F.T
+    E = torch.linalg.matrix_exp(db[..., None, None] * C)
+    P, Q = E[..., :k, k:], E[..., k:, k:]
+    Qt = Q.transpose(-1, -2)
+    return Qt, Qt @ P
+
+
+def apply_blocks(M: Tensor, z: Tensor) -> Tensor:
+    """Apply k×k matrices to a block state: out_i = Σ_j M_ij z_j.
+
+    ``M`` is (k, k) (one matrix for the batch) or (B, k, k) (one per sample); ``z`` is
+    (B, k*C, *spatial) or (B, k*d). ``M`` must already have ``z``'s dtype and device.
+    """
+    k = M.shape[-1]
+    if k == 1:
+        m = M[..., 0, 0]
+        return z * (m if m.dim() == 0 else m.view(-1, *([1] * (z.dim() - 1))))
+    zb = z.unflatten(1, (k, -1))
+    eq = "ij,bj...->bi..." if M.dim() == 2 else "bij,bj...->bi..."
+    return torch.einsum(eq, M, zb).flatten(1, 2)
+
+
+@dataclass(frozen=True, eq=False)
+class LinearProcess:
+    """A linear diffusion dz = β(t) F z dt + sqrt(β(t)) G dw with D = G Gᵀ.
+
+    Build one with :func:`vp`, :func:`cld`, :func:`psld` or :func:`make_process`.
+    """
+
+    name: str
+    F: tuple  # k×k, row-major nested tuples (hashable; use .F_ for the tensor)
+    D: tuple
+    Sigma0: tuple
+    beta_0: float
+    beta_1: float
+    T: float = 1.0
+    t_min: float = 1e-3
+    t_train_min: float = 1e-5
+    params: tuple = ()  # the user-facing parameters, as (name, value) pairs
+
+    def __post_init__(self):
+        if not (0.0 < self.t_min < self.T):
+            raise ValueError(
+                f"need 0 < t_min < T, got t_min={self.t_min}, T={self.T}; "
+                "sampling runs from T down to t_min (official PSLD: t_min = 1e-3, T = 1)"
+            )
+        if not (0.0 < self.t_train_min <= self.t_min):
+            raise ValueError(
+                f"need 0 < t_train_min <= t_min, got t_train_min={self.t_train_min}, t_min={self.t_min}"
+            )
+        if self.beta_0 <= 0 or self.beta_1 <= 0:
+            raise ValueError(f"β(t) must be positive on [0, T]: got β₀={self.beta_0}, β₁={self.beta_1}")
+
+    # ---- identity -------------------------------------------------------------------
+    @property
+    def k(self) -> int:
+        return len(self.F)
+
+    @property
+    def key(self) -> tuple:
+        """Hashable identity used to cache coefficient tables."""
+        return (self.name, self.F, self.D, self.Sigma0, self.beta_0, self.beta_1, self.T, self.t_min)
+
+    def __eq__(self, other):
+        return isinstance(other, LinearProcess) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def to_config(self) -> dict:
+        """JSON-able description; ``make_process(**cfg)`` rebuilds the process."""
+        return {"name": self.name, **dict(self.params), "t_min": self.t_min, "T": self.T,
+                "t_train_min": self.t_train_min}
+
+    def __repr__(self):
+        ps = ", ".join(f"{k}={v:g}" for k, v in self.params)
+        return f"{self.name}({ps}, t_min={self.t_min:g}, T={self.T:g})"
+
+    # ---- matrices ---------------------------------------------------------------------
+    def _mat(self, m, device=None) -> Tensor:
+        return torch.tensor(m, dtype=f64, device=device)
+
+    @property
+    def F_(self) -> Tensor:
+        return self._mat(self.F)
+
+    @property
+    def D_(self) -> Tensor:
+        return self._mat(self.D)
+
+    @property
+    def Sigma0_(self) -> Tensor:
+        return self._mat(self.Sigma0)
+
+    @property
+    def G_(self) -> Tensor:
+        """A square root of D (D is symmetric PSD)."""
+        w, V = torch.linalg.eigh(self.D_)
+        return V @ torch.diag(w.clamp_min(0).sqrt()) @ V.T
+
+    @property
+    def constant_beta(self) -> bool:
+        return self.beta_0 == self.beta_1
+
+    # ---- schedules --------------------------------------------------------------------
+    def beta(self, t) -> Tensor:
+        t = as_time(t)
+        return self.beta_0 + (self.beta_1 - self.beta_0) * t
+
+    def b(self, t) -> Tensor:
+        """b(t) = ∫₀ᵗ β(s) ds."""
+        t = as_time(t)
+        return self.beta_0 * t + 0.5 * (self.beta_1 - self.beta_0) * t * t
+
+    def b_inverse(self, b) -> Tensor:
+        """The t with b(t) = b (β > 0, so b is increasing)."""
+        b = as_time(b)
+        if self.constant_beta:
+            return b / self.beta_0
+        a = 0.5 * (self.beta_1 - self.beta_0)
+        return 2 * b / (self.beta_0 + torch.sqrt(self.beta_0**2 + 4 * a * b))
+
+    # ---- transitions and marginals ------------------------------------------------------
+    def transition(self, t, s) -> Tensor:
+        """Ψ(t, s) = expm((b(t) − b(s)) F), shape (..., k, k)."""
+        db = self.b(t) - self.b(s)
+        return torch.linalg.matrix_exp(db[..., None, None] * self.F_.to(db.device))
+
+    def _van_loan(self, db: Tensor) -> tuple[Tensor, Tensor]:
+        return van_loan(self.F_.to(db.device), self.D_.to(db.device), db)
+
+    def noise_cov(self, t, s) -> Tensor:
+        """Covariance of the noise added by the forward SDE over [s, t] (s ≤ t)."""
+        return self._van_loan(self.b(t) - self.b(s))[1]
+
+    def marginal(self, t) -> Marginal:
+        """The HSM perturbation kernel at times t (any shape), float64."""
+        t = as_time(t)
+        psi, noise = self._van_loan(self.b(t))
+        S0 = self.Sigma0_.to(t.device)
+        cov = psi @ S0 @ psi.transpose(-1, -2) + noise
+        cov = 0.5 * (cov + cov.transpose(-1, -2))
+        L = cholesky(cov)
+        return Marginal(psi, psi[..., :, 0], cov, L, inv_transpose_lower(L))
+
+    def prior_cov(self) -> Tensor:
+        return self.marginal(self.T).cov
+
+    # ---- tensors ------------------------------------------------------------------------
+    def state_shape(self, data_shape) -> tuple:
+        """(B, C, *spatial) or (B, d) -> the block state's shape (B, k*C, ...)."""
+        B, c, *rest = data_shape
+        return (B, self.k * c, *rest)
+
+    def prior_sample(self, shape, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        """z_T ~ N(0, Σ_T) per data coordinate; ``shape`` is the full state shape."""
+        if shape[1] % self.k:
+            raise ValueError(f"state dim 1 ({shape[1]}) must be a multiple of k={self.k} for {self.name}")
+        xi = torch.randn(shape, generator=generator, dtype=f64, device=device or "cpu")
+        L = self.marginal(self.T).L.to(xi.device)
+        return apply_blocks(L, xi).to(device=device, dtype=dtype)
+
+    def perturb(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """z_t = μ_t(x₀) + L_t ε, the HSM training input (math.md §1).
+
+        ``x0`` is data (B, C, ...), ``t`` is (B,), ``eps`` is (B, k*C, ...).
+        """
+        m = self.marginal(t.to(f64))
+        dt = x0.dtype
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        mean = torch.cat([m.mean[:, i].to(dt).view(shape) * x0 for i in range(self.k)], 1)
+        return mean + apply_blocks(m.L.to(dt), eps)
+
+    def data_block(self, z: Tensor) -> Tensor:
+        """The data block x of a state z."""
+        return z.unflatten(1, (self.k, -1))[:, 0]
+
+
+# ---- the three processes -------------------------------------------------------------------
+
+
+def vp(beta_min: float = 0.1, beta_max: float = 20.0, *, t_min: float = 1e-3, T: float = 1.0,
+       t_train_min: float = 1e-5) -> LinearProcess:
+    """VP SDE (Song et al. 2021): F = −½, D = 1, β(t) = β_min + (β_max − β_min) t."""
+    return LinearProcess(
+        "vp", ((-0.5,),), ((1.0,),), ((0.0,),), float(beta_min), float(beta_max), T, t_min,
+        t_train_min, (("beta_min", float(beta_min)), ("beta_max", float(beta_max))),
+    )
+
+
+def psld(Gamma: float = 0.01, nu: float = 4.01, M_inv: float = 4.0, beta: float = 8.0,
+         kappa: float = 0.04, *, t_min: float = 1e-3, T: float = 1.0,
+         t_train_min: float = 1e-5) -> LinearProcess:
+    """Phase Space Langevin Diffusion (Pandey & Mandt 2023), CIFAR-10 settings by default.
+
+    F = ½ [[−Γ, M⁻¹], [−1, −ν]], D = diag(Γ, M ν), β constant, Σ₀ = diag(0, κ M).
+    Requires critical damping (Γ − ν)² = 4 M⁻¹.
+    """
+    if M_inv <= 0 or Gamma < 0 or nu < 0 or kappa < 0:
+        raise ValueError(f"PSLD needs M_inv > 0 and Gamma, nu, kappa >= 0; got "
+                         f"M_inv={M_inv}, Gamma={Gamma}, nu={nu}, kappa={kappa}")
+    gap = (Gamma - nu) ** 2 - 4 * M_inv
+    if abs(gap) > 1e-8 * max(1.0, 4 * M_inv):
+        fix = Gamma + 2 * math.sqrt(M_inv)
+        raise ValueError(
+            f"PSLD requires critical damping (Gamma - nu)^2 = 4*M_inv, got Gamma={Gamma}, nu={nu}, "
+            f"M_inv={M_inv}: (Gamma - nu)^2 - 4*M_inv = {gap:.3g}. "
+            f"Set nu = Gamma + 2*sqrt(M_inv) = {fix:g} (or change M_inv)."
+        )
+    M = 1.0 / M_inv
+    F = ((-0.5 * Gamma, 0.5 * M_inv), (-0.5, -0.5 * nu))
+    D = ((float(Gamma), 0.0), (0.0, M * nu))
+    S0 = ((0.0, 0.0), (0.0, kappa * M))
+    params = (("Gamma", float(Gamma)), ("nu", float(nu)), ("M_inv", float(M_inv)),
+              ("beta", float(beta)), ("kappa", float(kappa)))
+    return LinearProcess("psld", F, D, S0, float(beta), float(beta), T, t_min, t_train_min, params)
+
+
+def cld(M: float = 0.25, Gamma: float = 1.0, beta: float = 4.0, gamma: float = 0.04, *,
+        t_min: float = 1e-3, T: float = 1.0, t_train_min: float = 1e-5) -> LinearProcess:
+    """Critically damped Langevin diffusion (Dockhorn et al. 2022).
+
+    F = [[0, M⁻¹], [−1, −Γ M⁻¹]], D = diag(0, 2Γ), β constant, Σ₀ = diag(0, γ M).
+    Critical damping is Γ² = 4M.
+    """
+    if M <= 0 or Gamma <= 0 or gamma < 0:
+        raise ValueError(f"CLD needs M > 0, Gamma > 0, gamma >= 0; got M={M}, Gamma={Gamma}, gamma={gamma}")
+    F = ((0.0, 1.0 / M), (-1.0, -Gamma / M))
+    D = ((0.0, 0.0), (0.0, 2.0 * Gamma))
+    S0 = ((0.0, 0.0), (0.0, gamma * M))
+    params = (("M", float(M)), ("Gamma", float(Gamma)), ("beta", float(beta)), ("gamma", float(gamma)))
+    return LinearProcess("cld", F, D, S0, float(beta), float(beta), T, t_min, t_train_min, params)
+
+
+PROCESSES = {"vp": vp, "cld": cld, "psld": psld}
+
+
+def make_process(name: str, **params) -> LinearProcess:
+    """Build a process by name with parameter overrides, e.g. ``make_process('psld', beta=6)``."""
+    if isinstance(name, LinearProcess):
+        return name
+    try:
+        build = PROCESSES[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown process {name!r}; choose one of {sorted(PROCESSES)}") from None
+    try:
+        return build(**params)
+    except TypeError as e:
+        raise ValueError(f"bad parameters for process {name!r}: {e}") from None

@@ -15,6 +15,7 @@ import torch
 
 from ..processes import LinearProcess
 from . import classic, conjugate
+from .splitting import Scheme, splitting_plan
 from .base import NFEError, grid_for, single_call_plan, steps_for
 from .plan import Plan
 
@@ -83,6 +84,50 @@ register("lambda-ddim-1", "conjugate integrator with B = lam * I (lambda-DDIM-I)
          coeffs=conjugate.lambda_ddim_1, default_grid=_ODE_GRIDS)
 register("lambda-ddim-2", "conjugate integrator with B = lam * ones (lambda-DDIM-II)",
          coeffs=conjugate.lambda_ddim_2, default_grid=_ODE_GRIDS)
+
+
+def register_splitting(name: str, description: str, scheme: Scheme, **defaults) -> None:
+    """A splitting preset: the scheme plus its default options (eta, lam)."""
+
+    def build(process, nfe, grid, denoise, **options):
+        return splitting_plan(process, scheme, nfe, grid, denoise, name=name, **{**defaults, **options})
+
+    calls = "1 NFE/step" if scheme.policy == "reduced" else "1 NFE per sub-flow that uses eps"
+    build.__doc__ = (f"{description}. Composition {scheme.composition.replace('*', '')} with fractions "
+                     f"{scheme.fractions}; {scheme.method} sub-flows; {scheme.policy} calls ({calls}); "
+                     f"network call at '*' in {scheme.composition}.")
+    register(name, description, build=build, options=dict(defaults), processes=("cld", "psld"),
+             default_grid=_ODE_GRIDS, stochastic=scheme.stochastic)
+
+
+H = 0.5
+# deterministic (probability-flow ODE)
+register_splitting("nse", "naive symplectic Euler (B then A)", Scheme("BA", (1, 1), "euler", "naive"))
+register_splitting("nvv", "naive velocity Verlet (B/2, A, B/2)", Scheme("BAB", (H, 1, H), "euler", "naive"))
+register_splitting("rse", "reduced symplectic Euler: one call per step", Scheme("*BA", (1, 1), "euler", "reduced"))
+register_splitting("rvv", "reduced velocity Verlet: one call per step (+1 at T)",
+                   Scheme("BA*B", (H, 1, H), "euler", "reduced"))
+register_splitting("cse", "conjugate symplectic Euler: exponential sub-flows, one call per step",
+                   Scheme("*BA", (1, 1), "conjugate", "reduced"), lam=0.0)
+register_splitting("cvv", "conjugate velocity Verlet: exponential sub-flows, one call per step (+1 at T)",
+                   Scheme("BA*B", (H, 1, H), "conjugate", "reduced"), lam=0.0)
+# stochastic (reverse SDE family, noise scale eta; same marginals for every eta)
+register_splitting("oba", "naive OBA splitting (stochastic)", Scheme("OBA", (1, 1, 1), "euler", "naive"), eta=1.0)
+register_splitting("bao", "naive BAO splitting (stochastic)", Scheme("BAO", (1, 1, 1), "euler", "naive"), eta=1.0)
+register_splitting("obab", "naive OBAB splitting (stochastic)", Scheme("OBAB", (1, H, 1, H), "euler", "naive"),
+                   eta=1.0)
+register_splitting("baoab", "naive BAOAB splitting (stochastic)",
+                   Scheme("BAOAB", (H, H, 1, H, H), "euler", "naive"), eta=1.0)
+register_splitting("roba", "reduced OBA: one call per step", Scheme("O*BA", (1, 1, 1), "euler", "reduced"), eta=1.0)
+register_splitting("rbao", "reduced BAO: one call per step", Scheme("*BAO", (1, 1, 1), "euler", "reduced"), eta=1.0)
+register_splitting("robab", "reduced OBAB: one call per step (+1 at T)",
+                   Scheme("OBA*B", (1, H, 1, H), "euler", "reduced"), eta=1.0)
+register_splitting("rbaoab", "reduced BAOAB: one call per step (+1 at T)",
+                   Scheme("BAOA*B", (H, H, 1, H, H), "euler", "reduced"), eta=1.0)
+register_splitting("coba", "conjugate OBA: exponential sub-flows, one call per step",
+                   Scheme("O*BA", (1, 1, 1), "conjugate", "reduced"), eta=1.0, lam=0.0)
+register_splitting("sscs", "CLD's symmetric splitting sampler SSCS (Dockhorn et al. 2022)",
+                   Scheme("O*BAO", (H, 1, 1, H), "euler", "reduced", o_part="linear"), eta=1.0)
 
 
 def get_sampler(name: str) -> Sampler:

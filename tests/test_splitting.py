@@ -1,0 +1,115 @@
+"""Splitting and conjugate-splitting integrators (math.md §3) on the CLD and PSLD oracles."""
+
+import pytest
+import torch
+
+import cosi
+from cosi.integrators import SAMPLERS, build_plan
+from cosi.integrators.plan import Eval, Lin
+from cosi.oracle import GaussianMixture, convergence_order, distribution_metrics
+
+from conftest import oracle_case
+
+SPLITTING = [n for n, s in SAMPLERS.items() if s.processes == ("cld", "psld")]
+DETERMINISTIC = [n for n in SPLITTING if not SAMPLERS[n].stochastic]
+STOCHASTIC = [n for n in SPLITTING if SAMPLERS[n].stochastic]
+NAIVE = ["nse", "nvv", "oba", "bao", "obab", "baoab"]
+
+
+def valid_nfe(name, process, n):
+    """The smallest NFE >= n that the sampler can meet exactly."""
+    for m in range(n, n + 4):
+        try:
+            build_plan(name, process, m)
+            return m
+        except ValueError:
+            pass
+    raise AssertionError(f"no valid nfe near {n} for {name}")
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return {name: oracle_case(cosi.make_process(name)) for name in ("cld", "psld")}
+
+
+def median_error(z, ref):
+    return float(((z - ref) ** 2).flatten(1).mean(1).sqrt().median())
+
+
+@pytest.mark.parametrize("pname", ["psld", "cld"])
+@pytest.mark.parametrize("name", DETERMINISTIC + STOCHASTIC)
+def test_converges_to_the_probability_flow_solution_at_first_order(cases, pname, name):
+    """Deterministic presets as they are; stochastic ones at eta = 0, where they integrate
+    the probability-flow ODE."""
+    p = cosi.make_process(pname)
+    gmm, z_T, ref = cases[pname]
+    opts = {"eta": 0.0} if SAMPLERS[name].stochastic else {}
+    nfes, errs = [], []
+    for n in (100, 200, 400):
+        m = valid_nfe(name, p, n)
+        nfes.append(m)
+        errs.append(median_error(cosi.sample(gmm.eps_model(p), p, name, m, z_T=z_T, **opts).z, ref))
+    order = convergence_order(nfes, errs)
+    assert 0.8 < order < 1.35, (errs, order)
+    assert errs[-1] < 0.1
+
+
+@pytest.mark.parametrize("pname", ["psld", "cld"])
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_stochastic_presets_reach_the_mmd_floor(pname, name):
+    p = cosi.make_process(pname)
+    gmm = GaussianMixture.random(d=8, components=4, seed=1, std_range=(0.1, 0.3))
+    g = torch.Generator().manual_seed(3)
+    z_T = gmm.sample_state(p, p.T, 600, g)
+    x = cosi.sample(gmm.eps_model(p), p, name, valid_nfe(name, p, 300), z_T=z_T, generator=g).x
+    m = distribution_metrics(gmm, x, process=p, t=p.t_min)
+    assert m["mmd"] < 1.5 * m["mmd_floor"], m
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_stochastic_presets_are_deterministic_at_eta_zero(name):
+    p = cosi.make_process("psld")
+    eps = GaussianMixture.random(d=4, seed=0).eps_model(p)
+    z_T = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    n = valid_nfe(name, p, 12)
+    a = cosi.sample(eps, p, name, n, z_T=z_T, eta=0.0, generator=torch.Generator().manual_seed(1)).z
+    b = cosi.sample(eps, p, name, n, z_T=z_T, eta=0.0, generator=torch.Generator().manual_seed(2)).z
+    c = cosi.sample(eps, p, name, n, z_T=z_T, eta=1.0, generator=torch.Generator().manual_seed(1)).z
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("pname", ["psld", "cld"])
+@pytest.mark.parametrize("name", [n for n in SPLITTING if n not in NAIVE])
+def test_reduced_presets_make_one_call_per_step(pname, name):
+    p = cosi.make_process(pname)
+    for nfe in (10, 11, 30):
+        plan = build_plan(name, p, nfe)
+        steps = len({op.row for op in plan.ops if isinstance(op, Lin)})
+        assert plan.nfe == nfe
+        assert nfe - steps in (0, 1), (name, nfe, steps)  # +1: the call at T of Verlet-type schemes
+
+
+def test_naive_velocity_verlet_on_psld_calls_before_every_sub_flow():
+    p = cosi.make_process("psld")  # A uses eps on PSLD (D_xx = Gamma > 0): B, A, B -> 3 calls
+    assert len({op.row for op in build_plan("nvv", p, 30).ops if isinstance(op, Lin)}) == 10
+    p = cosi.make_process("cld")  # on CLD the position flow has no score term: 2 calls
+    assert len({op.row for op in build_plan("nvv", p, 30).ops if isinstance(op, Lin)}) == 15
+
+
+def test_unmeetable_nfe_is_refused_with_the_nearest_choices():
+    p = cosi.make_process("psld")
+    with pytest.raises(ValueError, match=r"nvv makes 3 network calls per step: nfe=20 cannot be met "
+                                         r"exactly; use nfe=18 or nfe=21"):
+        build_plan("nvv", p, 20)
+    with pytest.raises(ValueError, match=r"nfe=1 is below the 2 network calls rvv needs"):
+        build_plan("rvv", p, 1)
+
+
+def test_splitting_on_vp_is_refused():
+    with pytest.raises(ValueError, match="'rse' is not defined for vp"):
+        build_plan("rse", cosi.make_process("vp"), 10)
+
+
+def test_deterministic_presets_reject_eta():
+    with pytest.raises(ValueError, match="has no option"):
+        build_plan("rse", cosi.make_process("psld"), 10, eta=1.0)

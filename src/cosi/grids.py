@@ -23,7 +23,7 @@ def log_snr(process: LinearProcess, t) -> Tensor:
     return torch.log(m.mean[..., 0] ** 2 / m.cov[..., 0, 0])
 
 
-def _invert_decreasing(f, y: Tensor, lo: float, hi: float, iters: int = 80) -> Tensor:
+def _invert_decreasing(f, y: Tensor, lo: float, hi: float, iters: int = 52) -> Tensor:
     """Solve f(t) = y for a decreasing f on [lo, hi] by vectorized bisection (float64)."""
     a = torch.full_like(y, lo)
     b = torch.full_like(y, hi)
@@ -50,7 +50,10 @@ def time_grid(process: LinearProcess, n: int, kind: str = "uniform", *, rho: flo
     elif kind == "logsnr":
         lo, hi = log_snr(process, T), log_snr(process, t_min)
         target = lo + (hi - lo) * (1 - u)
-        ts = _invert_decreasing(lambda t: log_snr(process, t), target, t_min, T)
+        if process.name == "vp":  # log-SNR = −log(e^{b} − 1)
+            ts = process.b_inverse(torch.log1p(torch.exp(-target)))
+        else:
+            ts = _invert_decreasing(lambda t: log_snr(process, t), target, t_min, T)
     elif kind == "edm":
         if process.name != "vp":
             raise ValueError(f"the EDM rho-grid is defined for VP only, not {process.name}; "

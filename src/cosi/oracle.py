@@ -183,6 +183,23 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_proj: int = 256, seed: int = 0) -
     return float(torch.sqrt(((px - py) ** 2).mean()))
 
 
+def frechet_distance(x: Tensor, y: Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two sample sets (FD/FID in raw space):
+    ‖μ_x − μ_y‖² + tr(Σ_x + Σ_y − 2 (Σ_x^{1/2} Σ_y Σ_x^{1/2})^{1/2})."""
+    x = x.reshape(len(x), -1).to(f64)
+    y = y.reshape(len(y), -1).to(f64)
+    mx, my = x.mean(0), y.mean(0)
+    Sx, Sy = torch.cov(x.T).reshape(x.shape[1], -1), torch.cov(y.T).reshape(y.shape[1], -1)
+    r = _sqrtm_psd(Sx)
+    cross = _sqrtm_psd(r @ Sy @ r)
+    return float(((mx - my) ** 2).sum() + torch.trace(Sx + Sy - 2 * cross))
+
+
+def _sqrtm_psd(S: Tensor) -> Tensor:
+    w, V = torch.linalg.eigh(0.5 * (S + S.T))
+    return (V * w.clamp_min(0).sqrt()) @ V.T
+
+
 def _quantiles(sorted_x: Tensor, q: Tensor) -> Tensor:
     n = len(sorted_x)
     pos = q * (n - 1)
@@ -206,6 +223,7 @@ def distribution_metrics(gmm: GaussianMixture, x: Tensor, seed: int = 12345,
     return {
         "mmd": mmd(x, ref), "mmd_floor": mmd(ref2, ref),
         "sw": sliced_wasserstein(x, ref), "sw_floor": sliced_wasserstein(ref2, ref),
+        "fd": frechet_distance(x, ref), "fd_floor": frechet_distance(ref2, ref),
         "n": n,
     }
 

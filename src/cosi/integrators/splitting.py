@@ -84,8 +84,16 @@ class Scheme:
             raise ValueError("a naive scheme calls the network before each sub-flow; drop '*'")
         if self.o_part not in ("friction", "linear"):
             raise ValueError(f"o_part must be 'friction' or 'linear', got {self.o_part!r}")
-        if self.method not in ("euler", "conjugate"):
-            raise ValueError(f"method must be 'euler' or 'conjugate', got {self.method!r}")
+        for L in "AB":
+            if self.method_of(L) not in ("euler", "conjugate"):
+                raise ValueError(f"method must be 'euler', 'conjugate' or per flow like "
+                                 f"'A=conjugate,B=euler'; got {self.method!r}")
+
+    def method_of(self, letter: str) -> str:
+        """The method of sub-flow A or B: ``method`` is one name for both or 'A=..,B=..'."""
+        if "=" not in self.method:
+            return self.method
+        return dict(kv.split("=") for kv in self.method.split(",")).get(letter, "euler")
 
     @property
     def stochastic(self) -> bool:
@@ -195,7 +203,7 @@ def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoi
             Cz, Cn = ou_coeffs(process, K_O, t_a, t_b, eta)
             chunk = plan.coeffs(Cz, None, Cn if eta > 0 else None)
         else:
-            Cz, Ce = kick_coeffs(process, ch, t_a, t_b, method=scheme.method, eta=eta, lam=lam,
+            Cz, Ce = kick_coeffs(process, ch, t_a, t_b, method=scheme.method_of(ch), eta=eta, lam=lam,
                                  o_drift_=K_O)
             chunk = plan.coeffs(Cz, Ce if uses_eps[ch] else None)
         items.append((ch, chunk, t_a.tolist(), t_b.tolist()))

@@ -54,16 +54,22 @@ def test_converges_to_the_probability_flow_solution_at_first_order(cases, pname,
     assert errs[-1] < 0.1
 
 
-@pytest.mark.parametrize("pname", ["psld", "cld"])
-@pytest.mark.parametrize("name", STOCHASTIC)
+@pytest.mark.parametrize("pname,name", [("psld", n) for n in ("oba", "roba", "robab", "coba", "csps-s", "sscs")]
+                         + [("cld", n) for n in ("robab", "csps-s")])
 def test_stochastic_presets_reach_the_mmd_floor(pname, name):
+    """At NFE ~800 the MMD to exact samples is within the floor's noise (mean + 4 std over
+    8 pairs of exact sets); at NFE 10 it is far above (the test can fail)."""
     p = cosi.make_process(pname)
     gmm = GaussianMixture.random(d=8, components=4, seed=1, std_range=(0.1, 0.3))
-    g = torch.Generator().manual_seed(3)
-    z_T = gmm.sample_state(p, p.T, 600, g)
-    x = cosi.sample(gmm.eps_model(p), p, name, valid_nfe(name, p, 300), z_T=z_T, generator=g).x
-    m = distribution_metrics(gmm, x, process=p, t=p.t_min)
-    assert m["mmd"] < 1.5 * m["mmd_floor"], m
+    mmds = []
+    for nfe in (10, 800):
+        g = torch.Generator().manual_seed(3)
+        z_T = gmm.sample_state(p, p.T, 400, g)
+        x = cosi.sample(gmm.eps_model(p), p, name, valid_nfe(name, p, nfe), z_T=z_T, generator=g).x
+        m = distribution_metrics(gmm, x, process=p, t=p.t_min)
+        mmds.append(m["mmd"])
+    noise = m["mmd_floor"] + 4 * m["mmd_floor_std"]
+    assert mmds[1] < noise < mmds[0], (mmds, m)
 
 
 @pytest.mark.parametrize("name", STOCHASTIC)

@@ -91,6 +91,9 @@ def apply_blocks(M: Tensor, z: Tensor) -> Tensor:
         m = M[..., 0, 0]
         return z * (m if m.dim() == 0 else m.view(-1, *([1] * (z.dim() - 1))))
     zb = z.unflatten(1, (k, -1))
+    if M.dim() == 2 and k == 2:  # explicit: far cheaper than einsum on small tensors
+        x, m = zb[:, 0], zb[:, 1]
+        return torch.cat([M[0, 0] * x + M[0, 1] * m, M[1, 0] * x + M[1, 1] * m], 1)
     eq = "ij,bj...->bi..." if M.dim() == 2 else "bij,bj...->bi..."
     return torch.einsum(eq, M, zb).flatten(1, 2)
 

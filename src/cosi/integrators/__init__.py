@@ -70,7 +70,7 @@ def register(name: str, description: str, *, coeffs: Callable | None = None,
 
 # Default grids: chosen by measurement on the exact-score oracles (docs/integrators.md,
 # benchmarks/grid_choice.py). On PSLD the stiff end near t_min dominates the error.
-_ODE_GRIDS = {"vp": "logsnr", "cld": "quadratic", "psld": "quadratic"}
+_ODE_GRIDS = {"vp": "quadratic", "cld": "quadratic", "psld": "quadratic"}
 
 register("euler", "Euler on the probability-flow ODE (order 1, 1 NFE/step)",
          coeffs=classic.euler, default_grid=_ODE_GRIDS)

@@ -1,0 +1,278 @@
+"""A diffusers scheduler for cosi's conjugate integrators on VP (λ-DDIM-I, math.md §2).
+
+    from diffusers import StableDiffusionPipeline
+    from cosi.diffusers_scheduler import CosiConjugateScheduler
+
+    pipe.scheduler = CosiConjugateScheduler.from_config(pipe.scheduler.config, lam=0.3)
+    image = pipe(prompt, num_inference_steps=10).images[0]
+
+The config is DDIMScheduler's (same defaults, same timesteps for every
+``timestep_spacing``, same final-step conventions) plus ``lam``. Each step t → s is the
+conjugate integrator with B = λ I on the VP process whose α_t² matches ``alphas_cumprod``
+at t_n = (n + 1)/N (:class:`cosi.models.diffusers_adapter.TabulatedVP`):
+
+    z_s = C_z z_t + C_ε ε_t,   C_z = A_s⁻¹ A_t (1 + λ (s − t)),   C_ε = A_s⁻¹ (Φ_s − Φ_t),
+
+with float64 coefficients from cosi's conjugate machinery computed once per
+``set_timesteps``. λ = 0 is DDIM (η = 0) exactly; λ ≠ 0 integrates the same
+probability-flow ODE with a different first-order error. The model output is converted to
+ε (and x̂₀) as DDIM does, including ``clip_sample`` / ``thresholding`` of x̂₀: the step
+then acts on z' = α_t x̂₀ + σ_t ε, which for λ = 0 is DDIM's α_s x̂₀ + σ_s ε (ε re-derived
+from the clipped x̂₀ with ``use_clipped_model_output=True``, as DDIM).
+docs/interop_diffusers.md has the details.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+try:
+    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
+    from diffusers.utils import BaseOutput
+except ImportError as e:  # pragma: no cover - exercised only without diffusers
+    raise ImportError("cosi.diffusers_scheduler needs diffusers: pip install 'cosi[diffusers]'") from e
+
+from .models.diffusers_adapter import (
+    betas_from_config, conjugate_steps, denoise_coefficients, timestep_to_time, vp_from_alphas_cumprod,
+)
+from .processes import f64
+
+__all__ = ["CosiConjugateScheduler", "CosiSchedulerOutput"]
+
+
+@dataclass
+class CosiSchedulerOutput(BaseOutput):
+    """``prev_sample``: the state at the next (smaller) timestep; ``pred_original_sample``:
+    x̂₀ of this step (after clipping / thresholding)."""
+
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor | None = None
+
+
+class CosiConjugateScheduler(SchedulerMixin, ConfigMixin):
+    """λ-DDIM-I (cosi's conjugate integrator with B = λ I) as a diffusers scheduler.
+
+    Args: those of ``diffusers.DDIMScheduler`` (``num_train_timesteps``, ``beta_start``,
+    ``beta_end``, ``beta_schedule``, ``trained_betas``, ``clip_sample``,
+    ``set_alpha_to_one``, ``steps_offset``, ``prediction_type``, ``thresholding``,
+    ``dynamic_thresholding_ratio``, ``clip_sample_range``, ``sample_max_value``,
+    ``timestep_spacing``; ``rescale_betas_zero_snr=True`` is refused) and
+
+        lam (float, default 0): λ of B = λ I, in units of cosi's VP time t ∈ (0, 1]
+            (timestep n ↔ t = (n + 1)/N). 0 reproduces DDIMScheduler (eta = 0).
+
+    A step from timestep τ goes, like DDIM's, to τ − N // K (K = num_inference_steps; to the
+    next custom timestep when ``set_timesteps(timesteps=[...])`` was used). Below timestep 0
+    it goes to ``final_alpha_cumprod``: with ``set_alpha_to_one`` (ᾱ = 1, t = 0, outside
+    cosi's time range) it is the final denoising step x̂₀ = (z − σ ε)/α for every λ (as DDIM
+    and cosi's ``denoise=True``); otherwise a conjugate step to t_0 = 1/N.
+    """
+
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: np.ndarray | list[float] | None = None,
+        clip_sample: bool = True,
+        set_alpha_to_one: bool = True,
+        steps_offset: int = 0,
+        prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        clip_sample_range: float = 1.0,
+        sample_max_value: float = 1.0,
+        timestep_spacing: Literal["leading", "trailing", "linspace"] = "leading",
+        rescale_betas_zero_snr: bool = False,
+        lam: float = 0.0,
+    ):
+        if prediction_type not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(f"prediction_type must be 'epsilon', 'sample' or 'v_prediction', got {prediction_type!r}")
+        self.betas = betas_from_config(self.config)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)  # float32, as diffusers
+        self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
+        self.process = vp_from_alphas_cumprod(self.alphas_cumprod.to(f64))
+        self.init_noise_sigma = 1.0
+        self.num_inference_steps = None
+        self.timesteps = torch.from_numpy(np.arange(0, num_train_timesteps)[::-1].copy().astype(np.int64))
+        self._rows: dict[int, int] = {}
+        self._coeffs = None  # float64 (K, 2): r₁, r₂ per step (see _set_coefficients)
+        self._prev: list[int] = []
+        self.conjugate_coefficients = None
+        self._cast = {}
+
+    # ---- diffusers interface -----------------------------------------------------------------
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
+        """The UNet takes the state itself (VP): identity."""
+        return sample
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device = None,
+                      timesteps: list[int] | None = None):
+        """DDIMScheduler's timesteps (or the given decreasing custom ``timesteps``) and the
+        float64 conjugate coefficients of every step, computed once here."""
+        N = self.config.num_train_timesteps
+        if timesteps is not None:
+            if num_inference_steps is not None:
+                raise ValueError("pass either num_inference_steps or timesteps, not both")
+            taus = np.asarray(timesteps, dtype=np.int64)
+            if taus.ndim != 1 or taus.size < 1 or (np.diff(taus) >= 0).any() or taus[0] >= N or taus[-1] < 0:
+                raise ValueError(f"custom timesteps must be strictly decreasing integers in [0, {N - 1}]")
+            num_inference_steps = int(taus.size)
+            prev = np.append(taus[1:], -1)
+        else:
+            if num_inference_steps is None:
+                raise ValueError("set_timesteps needs num_inference_steps (or timesteps)")
+            if num_inference_steps > N:
+                raise ValueError(f"`num_inference_steps`: {num_inference_steps} cannot be larger than "
+                                 f"`self.config.train_timesteps`: {N} as the unet model trained with this "
+                                 f"scheduler can only handle maximal {N} timesteps.")
+            taus = self._ddim_timesteps(num_inference_steps)
+            prev = taus - N // num_inference_steps  # DDIM's rule, whatever the spacing
+        self.num_inference_steps = int(num_inference_steps)
+        self.timesteps = torch.from_numpy(taus.copy()).to(device)
+        self._set_coefficients(taus, prev)
+
+    def _ddim_timesteps(self, K: int) -> np.ndarray:
+        N, spacing = self.config.num_train_timesteps, self.config.timestep_spacing
+        if spacing == "linspace":
+            return np.linspace(0, N - 1, K).round()[::-1].copy().astype(np.int64)
+        if spacing == "leading":
+            ratio = N // K
+            return (np.arange(0, K) * ratio).round()[::-1].copy().astype(np.int64) + self.config.steps_offset
+        if spacing == "trailing":
+            return np.round(np.arange(N, 0, -N / K)).astype(np.int64) - 1
+        raise ValueError(f"timestep_spacing {spacing!r} is not supported; use 'leading', 'trailing' or 'linspace'")
+
+    def _set_coefficients(self, taus: np.ndarray, prev: np.ndarray) -> None:
+        N = self.config.num_train_timesteps
+        p = self.process
+        t = timestep_to_time(torch.as_tensor(taus), N)
+        to_one = (prev < 0) & bool(self.config.set_alpha_to_one)
+        s_idx = np.where(prev < 0, 0, prev)  # ᾱ_prev = ᾱ_0 when not set_alpha_to_one
+        s = timestep_to_time(torch.as_tensor(s_idx), N)
+        Cz = torch.empty(len(taus), dtype=f64)
+        Ce = torch.empty(len(taus), dtype=f64)
+        conj = torch.as_tensor(~to_one)
+        if bool(conj.any()):
+            cz, ce = conjugate_steps(p, t[conj], s[conj], B=float(self.config.lam))
+            Cz[conj], Ce[conj] = cz[:, 0, 0], ce[:, 0, 0]
+        if bool((~conj).any()):
+            cz, ce = denoise_coefficients(p, t[~conj])
+            Cz[~conj], Ce[~conj] = cz[:, 0, 0], ce[:, 0, 0]
+        self.conjugate_coefficients = (Cz, Ce)  # float64: z_s = C_z z_t + C_ε ε_t per step
+        # DDIM form: z_s = C_z (α_t x̂₀ + σ_t ε) + C_ε ε = (α_s r₁) x̂₀ + (σ_s r₂) ε, where
+        # r₁ = C_z α_t / α_s = e^{λΔ}(1 − λΔ) (Δ = t − s) and r₂ = (C_z σ_t + C_ε)/σ_s are the
+        # conjugate integrator's corrections to DDIM's weights: both are 1 for λ = 0.
+        ma, ms = p.marginal(t), p.marginal(s)
+        a_t, s_t = ma.mean[:, 0], ma.L[:, 0, 0]
+        a_s = torch.where(torch.as_tensor(to_one), torch.ones_like(a_t), ms.mean[:, 0])
+        s_s = torch.where(torch.as_tensor(to_one), torch.ones_like(s_t), ms.L[:, 0, 0])
+        r1 = Cz * a_t / a_s
+        r2 = torch.where(torch.as_tensor(to_one), torch.zeros_like(s_t), (Cz * s_t + Ce) / s_s)
+        self._coeffs = torch.stack([r1, r2], 1)
+        self._prev = [int(q) if q >= 0 else -1 for q in prev.tolist()]
+        self._rows = {int(n): i for i, n in enumerate(taus.tolist())}
+        self._cast = {}
+
+    def _row(self, n: int, device, dtype) -> tuple[int, torch.Tensor]:
+        if self._coeffs is None:
+            raise ValueError("Number of inference steps is 'None', you need to run 'set_timesteps' after "
+                             "creating the scheduler")
+        if n not in self._rows:
+            raise ValueError(f"timestep {n} is not one of this scheduler's timesteps "
+                             f"{list(self._rows)[:4]}...; call set_timesteps first and step through "
+                             "scheduler.timesteps")
+        key = (device, dtype)
+        if key not in self._cast:
+            self._cast[key] = self._coeffs.to(device=device, dtype=dtype)
+        i = self._rows[n]
+        return self._prev[i], self._cast[key][i]
+
+    def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, eta: float = 0.0,
+             use_clipped_model_output: bool = False, generator: torch.Generator | None = None,
+             variance_noise: torch.Tensor | None = None, return_dict: bool = True):
+        """One conjugate step from ``timestep`` to the previous one (deterministic).
+
+        ``eta`` must be 0 (the conjugate integrator solves the probability-flow ODE);
+        ``use_clipped_model_output`` re-derives ε from the clipped x̂₀ (as DDIM);
+        ``generator`` and ``variance_noise`` are accepted for pipeline compatibility and unused.
+        Returns :class:`CosiSchedulerOutput` or ``(prev_sample, pred_original_sample)``.
+        """
+        if eta:
+            raise ValueError(f"CosiConjugateScheduler is deterministic (eta = 0), got eta={eta}; use "
+                             "DDIMScheduler for eta > 0")
+        n = int(timestep.item() if isinstance(timestep, torch.Tensor) else timestep)
+        dtype = sample.dtype if sample.dtype in (torch.float32, torch.float64) else torch.float32
+        z = sample.to(dtype)
+        out = model_output.to(dtype)
+        prev_n, (r1, r2) = self._row(n, sample.device, dtype)
+        # x̂₀ and ε as DDIMScheduler computes them, from the float32 ᾱ table
+        ac = self.alphas_cumprod[n]
+        ac_prev = self.alphas_cumprod[prev_n] if prev_n >= 0 else self.final_alpha_cumprod
+        a, s = ac**0.5, (1 - ac) ** 0.5
+        pt = self.config.prediction_type
+        if pt == "epsilon":
+            x0, eps = (z - s * out) / a, out
+        elif pt == "sample":
+            x0, eps = out, (z - a * out) / s
+        elif pt == "v_prediction":
+            x0, eps = a * z - s * out, a * out + s * z
+        else:
+            raise ValueError(f"prediction_type given as {pt} must be one of `epsilon`, `sample`, or `v_prediction`")
+        if self.config.thresholding:
+            x0 = self._threshold_sample(x0)
+        elif self.config.clip_sample:
+            x0 = x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
+        if use_clipped_model_output and (self.config.thresholding or self.config.clip_sample):
+            eps = (z - a * x0) / s
+        # z_s = C_z z' + C_ε ε with z' = α_t x̂₀ + σ_t ε (= z_t unless x̂₀ was clipped; then
+        # λ = 0 is DDIM's α_s x̂₀ + σ_s ε), written with DDIM's weights times r₁, r₂.
+        a_prev = (ac_prev**0.5).to(device=sample.device, dtype=dtype)
+        s_prev = ((1 - ac_prev) ** 0.5).to(device=sample.device, dtype=dtype)
+        prev = ((a_prev * r1) * x0 + (s_prev * r2) * eps).to(sample.dtype)
+        x0 = x0.to(sample.dtype)
+        if not return_dict:
+            return prev, x0
+        return CosiSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+
+    # Dynamic thresholding of x̂₀ (Imagen), as diffusers' DDIMScheduler._threshold_sample.
+    def _threshold_sample(self, sample: torch.Tensor) -> torch.Tensor:
+        dtype = sample.dtype
+        batch_size, channels, *rest = sample.shape
+        if dtype not in (torch.float32, torch.float64):
+            sample = sample.float()
+        sample = sample.reshape(batch_size, channels * int(np.prod(rest)))
+        q = torch.quantile(sample.abs(), self.config.dynamic_thresholding_ratio, dim=1)
+        q = torch.clamp(q, min=1, max=self.config.sample_max_value).unsqueeze(1)
+        sample = torch.clamp(sample, -q, q) / q
+        return sample.reshape(batch_size, channels, *rest).to(dtype)
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor,
+                  timesteps: torch.IntTensor) -> torch.Tensor:
+        """x_n = sqrt(ᾱ_n) x₀ + sqrt(1 − ᾱ_n) ε (for img2img-style pipelines)."""
+        ac = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
+        ac = ac[timesteps.to(original_samples.device)].flatten()
+        shape = (-1,) + (1,) * (original_samples.dim() - 1)
+        return ac.sqrt().view(shape) * original_samples + (1 - ac).sqrt().view(shape) * noise
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor) -> torch.Tensor:
+        """v = sqrt(ᾱ_n) ε − sqrt(1 − ᾱ_n) x₀."""
+        ac = self.alphas_cumprod.to(device=sample.device, dtype=sample.dtype)
+        ac = ac[timesteps.to(sample.device)].flatten()
+        shape = (-1,) + (1,) * (sample.dim() - 1)
+        return ac.sqrt().view(shape) * noise - (1 - ac).sqrt().view(shape) * sample
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps

@@ -39,7 +39,7 @@ from ..processes import LinearProcess, as_time, f64
 __all__ = [
     "TabulatedVP", "DiffusersEpsModel", "betas_from_config", "alphas_cumprod_from_config",
     "vp_from_alphas_cumprod", "vp_from_scheduler_config", "timestep_to_time", "time_to_timestep",
-    "conjugate_steps", "denoise_coefficients", "match_ddim",
+    "conjugate_steps", "denoise_coefficients", "match_ddim", "eps_model_from_pipeline",
 ]
 
 SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")

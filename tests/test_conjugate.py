@@ -104,3 +104,21 @@ def test_large_nfe_agrees_with_the_reference(cases):
     gmm, z_T, ref = cases["vp"]
     z = cosi.sample(gmm.eps_model(p), p, "conjugate", 2000, z_T=z_T).z
     assert endpoint_error(z, ref) < 2e-3
+
+
+def test_phi_is_integrated_piecewise_across_the_knots_of_a_tabulated_schedule():
+    """A DDPM-style tabulated VP has a piecewise-constant β: Φ must be split at its knots."""
+    from cosi.models.diffusers_adapter import vp_from_alphas_cumprod
+
+    betas = torch.linspace(1e-4, 0.02, 50, dtype=f64)
+    p = vp_from_alphas_cumprod(torch.cumprod(1 - betas, 0))
+    ts = torch.linspace(1.0, p.t_min, 8, dtype=f64)
+    B = torch.full((1, 1), 0.3, dtype=f64)
+    ours = phi_increments(p, B, ts, float(ts[-1]))
+    f = lambda u: float((conjugate_A(p, B, torch.tensor(u, dtype=f64), float(ts[-1]))  # noqa: E731
+                         @ score_coef(p, torch.tensor(u, dtype=f64)))[0, 0])
+    for i in range(7):
+        a, b = float(ts[i + 1]), float(ts[i])
+        inner = [float(k) for k in p.knots if a < k < b]
+        q = -si.quad(f, a, b, points=inner or None, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+        assert abs(float(ours[i, 0, 0]) - q) <= 1e-9 * abs(q)

@@ -68,13 +68,24 @@ def conjugate_A(process: LinearProcess, B: Tensor, t: Tensor, t_ref: float) -> T
 
 
 def phi_increments(process: LinearProcess, B: Tensor, ts: Tensor, t_ref: float) -> Tensor:
-    """Φ_{t_{i+1}} − Φ_{t_i} for a decreasing grid ts, where Φ′(u) = ½β(u) A_u D L_u^{-T}."""
+    """Φ_{t_{i+1}} − Φ_{t_i} for a decreasing grid ts, where Φ′(u) = ½β(u) A_u D L_u^{-T}.
+
+    A process whose β jumps (a tabulated schedule with ``knots``) is integrated piecewise
+    between its knots, where the integrand is smooth.
+    """
     lo, hi = ts[1:], ts[:-1]
 
     def dphi(u):
         return conjugate_A(process, B, u, t_ref) @ score_coef(process, u)
 
-    return -integrate(dphi, lo, hi)
+    knots = getattr(process, "knots", None)
+    if knots is None:
+        return -integrate(dphi, lo, hi)
+    inner = knots[(knots > ts[-1]) & (knots < ts[0])].to(f64)
+    pts = torch.unique(torch.cat([ts, inner]))  # sorted ascending
+    pieces = integrate(dphi, pts[:-1], pts[1:])
+    cum = torch.cat([torch.zeros_like(pieces[:1]), pieces.cumsum(0)])
+    return -(cum[torch.searchsorted(pts, hi)] - cum[torch.searchsorted(pts, lo)])
 
 
 def as_matrix(B, k: int, name: str = "B") -> Tensor:

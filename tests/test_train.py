@@ -131,7 +131,17 @@ def test_trained_model_loads_and_predicts_eps(tmp_path):
         m.eps_model(torch.randn(2, 1, 8, 8), 0.5)
 
 
-def test_train_command_runs_through_typer(tmp_path):
+@pytest.fixture
+def restore_determinism():
+    import torch._inductor.config as inductor
+
+    saved = torch.are_deterministic_algorithms_enabled(), inductor.fallback_random
+    yield
+    torch.use_deterministic_algorithms(saved[0])
+    inductor.fallback_random = saved[1]
+
+
+def test_train_command_runs_through_typer(tmp_path, restore_determinism):
     import typer
     from typer.testing import CliRunner
 
@@ -141,11 +151,12 @@ def test_train_command_runs_through_typer(tmp_path):
     app.command()(train_command)
     args = ["--process", "vp", "--data", "synthetic", "--out", str(tmp_path), "--steps", "3", "--batch-size", "8",
             "--base-channels", "16", "--channel-mult", "1,2", "--attn", "", "--num-res-blocks", "1",
-            "--log-every", "1", "--no-progress", "--param", "beta_max=10"]
+            "--log-every", "1", "--no-progress", "--param", "beta_max=10", "--deterministic"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert len(read_log(tmp_path / "log.jsonl")) == 3
     assert load(tmp_path).process == make_process("vp", beta_max=10)
+    assert torch.are_deterministic_algorithms_enabled()
 
 
 # ---- the classifier ------------------------------------------------------------------------------

@@ -189,11 +189,15 @@ def load_fashion_mnist(root=None, split: str = "train") -> ImageData:
     if img_path is None or lab_path is None:
         missing = f"{prefix}-images-idx3-ubyte" if img_path is None else f"{prefix}-labels-idx1-ubyte"
         raise DatasetError(f"Fashion-MNIST not found: no {missing}[.gz] in {root}. {FMNIST_HOWTO}")
-    images, labels = read_idx(img_path), read_idx(lab_path)
+    try:
+        images, labels = read_idx(img_path), read_idx(lab_path)
+    except DatasetError as e:
+        raise DatasetError(f"{e}. {FMNIST_HOWTO}") from None
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise DatasetError(f"{img_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+        raise DatasetError(f"{img_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}. "
+                           f"{FMNIST_HOWTO}")
     if labels.ndim != 1 or len(labels) != len(images):
-        raise DatasetError(f"{lab_path}: expected {len(images)} labels, got shape {labels.shape}")
+        raise DatasetError(f"{lab_path}: expected {len(images)} labels, got shape {labels.shape}. {FMNIST_HOWTO}")
     return ImageData(torch.from_numpy(images.copy())[:, None], torch.from_numpy(labels.astype(np.int64)),
                      f"fashion-mnist-{split}")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -160,6 +161,19 @@ def check_resumable(saved: TrainConfig, cfg: TrainConfig, where: Path) -> None:
                                  "settings to resume, or use another --out to start afresh")
 
 
+def set_deterministic() -> None:
+    """Deterministic GPU kernels (slower): needed for bit-exact resume on CUDA, where the default
+    convolution backward kernels sum in a varying order."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    import torch._inductor.config as inductor  # for --compile: eager RNG, no order-dependent reductions
+
+    inductor.fallback_random = True
+    if hasattr(inductor, "deterministic"):
+        inductor.deterministic = True
+
+
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -207,17 +221,49 @@ class _Stop:
             signal.signal(sig, h)
 
 
+def draw_batch(sampler: BatchSampler, noise: torch.Generator, process: LinearProcess, eps_shape: tuple,
+               channels_last: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """x₀ from the data, t ~ U[t_train_min, T], ε ~ N(0, I) on all k·C channels (on the device)."""
+    x0, _ = sampler()
+    t0, T = process.t_train_min, process.T
+    t = t0 + (T - t0) * torch.rand(eps_shape[0], device=x0.device, generator=noise)
+    eps = torch.randn(eps_shape, device=x0.device, generator=noise)
+    if channels_last:
+        x0, eps = (v.contiguous(memory_format=torch.channels_last) for v in (x0, eps))
+    return x0, t, eps
+
+
+def optimizer_step(model, table: MarginalTable, x0: Tensor, t: Tensor, eps: Tensor, opt: torch.optim.Optimizer,
+                   params: list, ema_params: list, cfg: TrainConfig, step: int,
+                   amp: torch.dtype | None) -> tuple[Tensor, Tensor]:
+    """One AdamW step on the HSM loss (warm-up lr, clipped gradients), then the EMA update
+    θ_ema ← θ_ema + (1 − decay)(θ − θ_ema). Returns (loss, gradient norm), still on the device."""
+    for g in opt.param_groups:
+        g["lr"] = cfg.lr_at(step)
+    loss = hsm_loss(model, table, x0, t, eps, amp)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+    opt.step()
+    torch._foreach_lerp_(ema_params, params, 1.0 - cfg.ema_at(step))
+    return loss.detach(), grad_norm
+
+
 def train(cfg: TrainConfig, out, *, save_every: int = 5000, log_every: int = 100,
           max_minutes: float | None = None, stop_at: int | None = None, device: str = "auto",
-          compile: bool = False, channels_last: bool = False, progress: bool = True,
-          export: Path | None = None, data: ImageData | None = None) -> dict:
+          compile: bool = False, channels_last: bool = False, deterministic: bool = False,
+          progress: bool = True, export: Path | None = None, data: ImageData | None = None) -> dict:
     """Train (or resume) the ε-model of ``cfg`` in folder ``out``.
 
     Stops at ``cfg.steps``, at ``stop_at`` (an interruption for tests), after ``max_minutes``
     of wall time since the call, or on SIGTERM/SIGINT — always saving a checkpoint and the
     EMA model first. ``data`` overrides loading ``cfg.dataset``. Returns a summary dict.
+    Resuming is bit-exact on CPU; on CUDA only with ``deterministic`` (otherwise two
+    uninterrupted runs already differ in the last bits after one step).
     """
     t_start = time.monotonic()
+    if deterministic:
+        set_deterministic()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
@@ -252,13 +298,13 @@ def train(cfg: TrainConfig, out, *, save_every: int = 5000, log_every: int = 100
 
     if channels_last:
         net.to(memory_format=torch.channels_last)
+        ema.to(memory_format=torch.channels_last)
     # On CUDA the loop is bound by the host's per-kernel launch cost (~1800 kernels a step in eager
     # mode); "reduce-overhead" replays the compiled forward/backward as CUDA graphs.
     model = torch.compile(net, mode="reduce-overhead" if dev.type == "cuda" else "default") if compile else net
     amp = torch.bfloat16 if (cfg.bf16 and dev.type == "cuda") else None
     C, H, W = data.shape
     eps_shape = (cfg.batch_size, process.k * C, H, W)
-    t0, T = process.t_train_min, process.T
     end = min(cfg.steps, stop_at if stop_at is not None else cfg.steps)
     deadline = None if max_minutes is None else t_start + 60 * max_minutes
     log = open_log(out / "log.jsonl", step)
@@ -270,7 +316,7 @@ def train(cfg: TrainConfig, out, *, save_every: int = 5000, log_every: int = 100
         ck.save_state(state, {**tensors, **opt_tensors},
                       {"format": "cosi-train", "step": step, "window_start": window_start,
                        "config": cfg.to_json(), "optimizer": opt_meta, "device": str(dev),
-                       "compile": compile, "channels_last": channels_last})
+                       "compile": compile, "channels_last": channels_last, "deterministic": deterministic})
         model_cfg = ck.diffusion_config(process, ucfg, data.shape, dataset=data.name, steps=step,
                                         ema_decay=cfg.ema_decay, batch_size=cfg.batch_size)
         ck.save_model(out / "model", ema, model_cfg)
@@ -289,23 +335,12 @@ def train(cfg: TrainConfig, out, *, save_every: int = 5000, log_every: int = 100
     with _Stop() as stop:
         net.train()
         while step < end:
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr_at(step)
             if compile:
                 torch.compiler.cudagraph_mark_step_begin()
-            x0, _ = sampler()
-            t = t0 + (T - t0) * torch.rand(cfg.batch_size, device=dev, generator=gens["noise"])
-            eps = torch.randn(eps_shape, device=dev, generator=gens["noise"])
-            if channels_last:
-                x0, eps = x0.contiguous(memory_format=torch.channels_last), eps.contiguous(memory_format=torch.channels_last)
-            loss = hsm_loss(model, table, x0, t, eps, amp)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
-            opt.step()
-            torch._foreach_lerp_(ema_params, params, 1.0 - cfg.ema_at(step))
+            x0, t, eps = draw_batch(sampler, gens["noise"], process, eps_shape, channels_last)
+            loss, grad_norm = optimizer_step(model, table, x0, t, eps, opt, params, ema_params, cfg, step, amp)
             step += 1
-            loss_sum += loss.detach()
+            loss_sum += loss
             bar.update(1)
 
             if step % log_every == 0:
@@ -362,7 +397,7 @@ def train_command(
     data: str = typer.Option("fmnist", "--data", help="fmnist, cifar10, folder or synthetic"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="dataset folder (default: fmnist from "
                                             "/usr/share/datasets/fashion-mnist, or $COSI_DATA)"),
-    out: Path = typer.Option(Path("runs/train"), "--out", help="run folder: checkpoint, log, model"),
+    out: Path = typer.Option(Path("out/train"), "--out", help="run folder: checkpoint, log, model"),
     steps: int = typer.Option(300_000, "--steps", help="total steps (a run may stop earlier and resume)"),
     batch_size: int = typer.Option(256, "--batch-size"),
     lr: float = typer.Option(2e-4, "--lr"),
@@ -384,6 +419,8 @@ def train_command(
     compile: bool = typer.Option(False, "--compile/--no-compile",
                                  help="torch.compile the U-Net (CUDA graphs on GPU: ~3x the steps/s, ~75 s to compile)"),
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last"),
+    deterministic: bool = typer.Option(False, "--deterministic/--no-deterministic",
+                                       help="deterministic CUDA kernels (bit-exact resume on GPU; slower)"),
     export: Optional[Path] = typer.Option(None, "--export", help="also write the EMA model to EXPORT.{safetensors,json}"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -395,7 +432,8 @@ def train_command(
         unet={"base_channels": base_channels, "channel_mult": _ints(channel_mult), "attn_resolutions": _ints(attn),
               "num_res_blocks": num_res_blocks, "dropout": dropout})
     res = train(cfg, out, save_every=save_every, log_every=log_every, max_minutes=max_minutes, device=device,
-                compile=compile, channels_last=channels_last, progress=progress, export=export)
+                compile=compile, channels_last=channels_last, deterministic=deterministic, progress=progress,
+                export=export)
     print(json.dumps(res))
 
 

@@ -119,7 +119,7 @@ def _pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def train_classifier(data_dir=None, out="runs/fmnist-classifier", *, epochs: int = 20, batch_size: int = 256,
+def train_classifier(data_dir=None, out="out/fmnist-classifier", *, epochs: int = 20, batch_size: int = 256,
                      lr: float = 2e-3, weight_decay: float = 5e-4, label_smoothing: float = 0.1,
                      augment: bool = True, seed: int = 0, device: str = "auto", max_minutes: float | None = None,
                      cfg: ClassifierConfig = ClassifierConfig(), train_data=None, test_data=None,
@@ -210,7 +210,7 @@ def train_classifier(data_dir=None, out="runs/fmnist-classifier", *, epochs: int
 
 def train_classifier_command(
     data_dir: Optional[Path] = None,
-    out: Path = Path("runs/fmnist-classifier"),
+    out: Path = Path("out/fmnist-classifier"),
     epochs: int = 20,
     batch_size: int = 256,
     lr: float = 2e-3,

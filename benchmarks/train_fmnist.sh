@@ -21,6 +21,8 @@
 #   DETERMINISTIC  1 (default): deterministic kernels, so a resumed run is bit-identical to an
 #                  uninterrupted one (checked on an H100); 0: ~25% more steps/s, resume then only
 #                  statistically equivalent (GPU reductions sum in a varying order)
+#   COMPILE        1 (default): torch.compile the U-Net; 0: eager (for a quick check on a CPU)
+#   CLS_EPOCHS     classifier epochs (default 20)
 #   PYTHON         interpreter (default python3)
 #   OUT            if set, the finished weights and a summary are copied there
 # Results: $RUN_DIR/weights/fmnist-{psld,vp,classifier}.{safetensors,json} (fp16, EMA weights);
@@ -35,12 +37,13 @@ MIN="${TRAIN_MINUTES:-8.5}"
 STEPS="${STEPS:-200000}"
 PY="${PYTHON:-python3}"
 DET=--deterministic; [ "${DETERMINISTIC:-1}" = 0 ] && DET=--no-deterministic
+COMPILE=--compile; [ "${COMPILE:-1}" = 0 ] && COMPILE=--no-compile
 mkdir -p "$RUN/weights"
 
 COMMON=(--data fmnist --data-dir "$DATA" --steps "$STEPS" --batch-size 256 --lr 2e-4 --warmup 1000
-        --ema-decay 0.9995 --grad-clip 1.0 --base-channels 64 --channel-mult 1,2,2 --attn 7
-        --num-res-blocks 2 --dropout 0.1 --no-flip --seed 0 --save-every 5000 --log-every 500
-        --max-minutes "$MIN" --compile "$DET" --no-progress)
+        --ema-decay 0.9995 --grad-clip 1.0 --base-channels "${BASE_CHANNELS:-32}" --channel-mult "${CHANNEL_MULT:-1,2,4}"
+        --attn 7 --num-res-blocks 2 --dropout 0.1 --no-flip --seed 0 --save-every 5000 --log-every 500
+        --max-minutes "$MIN" "$COMPILE" "$DET" --no-progress --steps-file "$RUN/steps")
 
 "$PY" -m cosi.train --process psld --out "$RUN/psld" --export "$RUN/weights/fmnist-psld" "${COMMON[@]}" \
     > "$RUN/psld.out" 2>&1 &
@@ -48,7 +51,7 @@ PSLD=$!
 "$PY" -m cosi.train --process vp --out "$RUN/vp" --export "$RUN/weights/fmnist-vp" "${COMMON[@]}" \
     > "$RUN/vp.out" 2>&1 &
 VP=$!
-"$PY" -m cosi.models.classifier --data-dir "$DATA" --out "$RUN/classifier" --epochs 20 --max-minutes "$MIN" \
+"$PY" -m cosi.models.classifier --data-dir "$DATA" --out "$RUN/classifier" --epochs "${CLS_EPOCHS:-20}" --max-minutes "$MIN" \
     --export "$RUN/weights/fmnist-classifier" --no-progress > "$RUN/classifier.out" 2>&1
 CLS=$?
 wait $PSLD; PSLD_RC=$?

@@ -23,3 +23,15 @@ def test_stochastic_ddim_reaches_the_floor_on_vp():
     p = cosi.make_process("vp")
     assert _mmd_ratio(p, "ddim", 800, eta=1.0) < 3.0
     assert _mmd_ratio(p, "ddim", 4, eta=1.0) > 10.0
+
+
+def test_mmd2_to_mixture_is_unbiased_for_exact_samples_and_sees_a_bias():
+    from cosi.oracle import GaussianMixture, mmd2_to_mixture
+
+    gmm = GaussianMixture.random(d=8, seed=3)
+    g = torch.Generator().manual_seed(0)
+    exact = [mmd2_to_mixture(gmm.sample(2000, g), gmm) for _ in range(4)]
+    for m2, se in exact:  # centred on 0 within a few standard errors
+        assert abs(m2) < 4 * se + 1e-4
+    shifted, se = mmd2_to_mixture(gmm.sample(2000, g) * 1.2, gmm)
+    assert shifted > 10 * se

@@ -113,6 +113,14 @@ def test_time_budget_saves_and_a_rerun_resumes(tmp_path):
     assert res["finished"] and res["step"] == 5
 
 
+def test_steps_file_replaces_the_step_target_of_a_running_job(tmp_path):
+    (tmp_path / "steps").write_text("4\n")
+    res = train(tiny_cfg(steps=50), tmp_path / "run", log_every=2, data=DATA, progress=False,
+                steps_file=tmp_path / "steps")
+    assert res["step"] == 4 and res["finished"]
+    assert load(tmp_path / "run").config["steps"] == 4
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     train(tiny_cfg(steps=2), tmp_path, data=DATA, progress=False)
     with pytest.raises(CheckpointError, match="lr: saved 0.002 vs given 0.001"):

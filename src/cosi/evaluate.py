@@ -48,3 +48,47 @@ def oracle_benchmark(process, sampler: str, nfe: int, *, d: int = 32, n: int = 6
     out.update(distribution_metrics(gmm, r.x, process=process, t=0.0 if denoise else process.t_min))
     out["calls"] = r.nfe
     return out
+
+
+# ---- learned models: FD in a feature space ------------------------------------------------------
+
+
+def model_batches(model, sampler: str, nfe: int, n: int, batch_size: int, *, seed: int = 0, device=None,
+                  grid=None, denoise: bool = False, **options):
+    """Yield the data blocks of ``n`` samples of a :class:`DiffusionModel`, ``batch_size`` at a
+    time; batch b draws its prior and noise from a generator seeded with (seed, b)."""
+    device = torch.device(device or model.device)
+    for b, start in enumerate(range(0, n, batch_size)):
+        g = torch.Generator(device).manual_seed(1_000_003 * seed + b)
+        m = min(batch_size, n - start)
+        yield sample(model.eps_model, model.process, sampler, nfe, shape=(m, *model.data_shape), generator=g,
+                     device=device, grid=grid, denoise=denoise, **options).x
+
+
+def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000, batch_size: int = 1000, *,
+             seed: int = 0, keep: int = 0, **options) -> dict:
+    """FD between ``n`` samples of ``model`` and ``ref_stats`` in the space of ``features``
+    (e.g. :class:`cosi.metrics.ClassifierFeatures`). Returns a dict with fd, the wall time, images/s
+    and, if ``keep`` > 0, the first ``keep`` samples under "samples"."""
+    import time
+
+    from .metrics import fd
+
+    kept = []
+
+    def tap(batches):
+        for x in batches:
+            if sum(map(len, kept)) < keep:
+                kept.append(x[:keep].cpu())
+            yield x
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    stats = features.stats(tap(model_batches(model, sampler, nfe, n, batch_size, seed=seed, **options)))
+    secs = time.perf_counter() - t0
+    out = {"sampler": sampler, "nfe": nfe, "n": n, "seed": seed, **options, "fd": fd(stats, ref_stats),
+           "seconds": round(secs, 2), "images_per_s": round(n / secs, 1)}
+    if keep:
+        out["samples"] = torch.cat(kept)[:keep]
+    return out

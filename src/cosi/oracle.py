@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .processes import LinearProcess, f64
+from .processes import LinearProcess, f64, sqrtm_psd
 
 
 @dataclass
@@ -71,6 +71,30 @@ class GaussianMixture:
         if t == 0:
             return self.sample(n, generator)
         return process.data_block(self.sample_state(process, t, n, generator))
+
+    def marginal_mixture(self, process: LinearProcess, t: float) -> "GaussianMixture":
+        """The mixture that the data block x_t follows (t = 0: the data itself)."""
+        if t == 0:
+            return self
+        m = process.marginal(torch.tensor(float(t), dtype=f64))
+        a, s2 = m.mean[0], m.cov[0, 0]
+        return GaussianMixture(self.weights, a * self.means, a * a * self.variances + s2, self.shape)
+
+    def kernel_mean(self, x: Tensor, s2: float) -> Tensor:
+        """E_y exp(−‖x − y‖²/(2 s2)) under this mixture, for each row of x (exact)."""
+        x = x.reshape(len(x), -1).to(f64)
+        v = self.variances + s2  # (J, d)
+        logc = 0.5 * (math.log(s2) * self.d - v.log().sum(1))  # (J,)
+        q = (((x[:, None] - self.means[None]) ** 2) / v[None]).sum(-1)  # (n, J)
+        return (self.weights.log() + logc - 0.5 * q).logsumexp(1).exp()
+
+    def kernel_self_mean(self, s2: float) -> float:
+        """E_{y,y'} exp(−‖y − y'‖²/(2 s2)) for independent y, y' of this mixture (exact)."""
+        v = self.variances[:, None] + self.variances[None] + s2  # (J, J, d)
+        dm = (self.means[:, None] - self.means[None]) ** 2
+        logk = 0.5 * (math.log(s2) * self.d - v.log().sum(-1)) - 0.5 * (dm / v).sum(-1)
+        w = self.weights.log()
+        return float((w[:, None] + w[None] + logk).logsumexp((0, 1)).exp())
 
     # ---- exact score ----------------------------------------------------------------------
     def score(self, process: LinearProcess, z: Tensor, t) -> Tensor:
@@ -169,6 +193,30 @@ def mmd(x: Tensor, y: Tensor, bandwidths=MMD_BANDWIDTHS) -> float:
     return float(torch.sqrt(torch.clamp(torch.as_tensor(total), min=0)))
 
 
+def mmd2_to_mixture(x: Tensor, gmm: GaussianMixture, bandwidths=MMD_BANDWIDTHS,
+                    chunk: int = 2048) -> tuple[float, float]:
+    """Unbiased MMD² between samples x and the mixture itself, with mmd's kernels: the
+    sample-sample term is a U-statistic, the sample-data and data-data terms are exact
+    Gaussian integrals, so no reference sample adds noise. Returns (MMD², its standard
+    error from the first-order U-statistic variance). MMD² can be slightly negative."""
+    x = x.reshape(len(x), -1).to(f64)
+    n, d = x.shape
+    if n < 2:
+        raise ValueError("mmd2_to_mixture needs at least 2 samples")
+    h1 = torch.zeros(n, dtype=f64)  # per-sample kernel mean over the other samples minus over the data
+    total = 0.0
+    for h in bandwidths:
+        s2 = h * h * d
+        row = torch.zeros(n, dtype=f64)
+        for i in range(0, n, chunk):
+            row[i:i + chunk] = torch.exp(-torch.cdist(x[i:i + chunk], x) ** 2 / (2 * s2)).sum(1) - 1.0
+        row /= n - 1
+        cross = gmm.kernel_mean(x, s2)
+        total += float(row.mean() - 2 * cross.mean()) + gmm.kernel_self_mean(s2)
+        h1 += row - cross
+    return total, float(2 * h1.std() / math.sqrt(n))
+
+
 def sliced_wasserstein(x: Tensor, y: Tensor, n_proj: int = 256, seed: int = 0) -> float:
     """Sliced 2-Wasserstein distance over ``n_proj`` fixed random directions."""
     x = x.reshape(len(x), -1).to(f64)
@@ -188,16 +236,10 @@ def frechet_distance(x: Tensor, y: Tensor) -> float:
     ‖μ_x − μ_y‖² + tr(Σ_x + Σ_y − 2 (Σ_x^{1/2} Σ_y Σ_x^{1/2})^{1/2})."""
     x = x.reshape(len(x), -1).to(f64)
     y = y.reshape(len(y), -1).to(f64)
-    mx, my = x.mean(0), y.mean(0)
-    Sx, Sy = torch.cov(x.T).reshape(x.shape[1], -1), torch.cov(y.T).reshape(y.shape[1], -1)
-    r = _sqrtm_psd(Sx)
-    cross = _sqrtm_psd(r @ Sy @ r)
-    return float(((mx - my) ** 2).sum() + torch.trace(Sx + Sy - 2 * cross))
+    from .metrics import frechet_distance as fd_gauss
 
-
-def _sqrtm_psd(S: Tensor) -> Tensor:
-    w, V = torch.linalg.eigh(0.5 * (S + S.T))
-    return (V * w.clamp_min(0).sqrt()) @ V.T
+    cov = lambda v: torch.cov(v.T).reshape(v.shape[1], -1)  # noqa: E731
+    return fd_gauss(x.mean(0), cov(x), y.mean(0), cov(y))
 
 
 def _quantiles(sorted_x: Tensor, q: Tensor) -> Tensor:

@@ -53,6 +53,13 @@ def cholesky(S: Tensor) -> Tensor:
     return torch.linalg.cholesky(S)
 
 
+def sqrtm_psd(S: Tensor) -> Tensor:
+    """The PSD square root of symmetric matrices (..., k, k); eigenvalues below 0 (rounding)
+    are clipped."""
+    w, V = torch.linalg.eigh(0.5 * (S + S.transpose(-1, -2)))
+    return (V * w.clamp_min(0).sqrt().unsqueeze(-2)) @ V.transpose(-1, -2)
+
+
 def inv_transpose_lower(L: Tensor) -> Tensor:
     """L^{-T} for lower-triangular L (..., k, k)."""
     k = L.shape[-1]

@@ -252,12 +252,16 @@ def optimizer_step(model, table: MarginalTable, x0: Tensor, t: Tensor, eps: Tens
 def train(cfg: TrainConfig, out, *, save_every: int = 5000, log_every: int = 100,
           max_minutes: float | None = None, stop_at: int | None = None, device: str = "auto",
           compile: bool = False, channels_last: bool = False, deterministic: bool = False,
-          progress: bool = True, export: Path | None = None, data: ImageData | None = None) -> dict:
+          progress: bool = True, export: Path | None = None, data: ImageData | None = None,
+          steps_file: Path | None = None) -> dict:
     """Train (or resume) the ε-model of ``cfg`` in folder ``out``.
 
     Stops at ``cfg.steps``, at ``stop_at`` (an interruption for tests), after ``max_minutes``
     of wall time since the call, or on SIGTERM/SIGINT — always saving a checkpoint and the
-    EMA model first. ``data`` overrides loading ``cfg.dataset``. Returns a summary dict.
+    EMA model first. ``data`` overrides loading ``cfg.dataset``. ``steps_file``: a text file
+    holding an integer, read at every log line while the run goes on; when present it replaces
+    ``cfg.steps`` (so concurrent runs can be given one common step count once their speed is
+    known). Returns a summary dict.
     Resuming is bit-exact on CPU; on CUDA only with ``deterministic`` (otherwise two
     uninterrupted runs already differ in the last bits after one step).
     """
@@ -354,6 +358,10 @@ def train(cfg: TrainConfig, out, *, save_every: int = 5000, log_every: int = 100
                 bar.set_postfix(loss=f"{mean_loss:.4f}", it_s=f"{sps:.1f}")
                 loss_sum.zero_()
                 window_start, last_time, last_step = step, now, step
+                if steps_file is not None and Path(steps_file).is_file():
+                    cfg.steps = max(step, int(Path(steps_file).read_text().strip()))
+                    end = min(cfg.steps, stop_at if stop_at is not None else cfg.steps)
+                    bar.total = cfg.steps
             if step % save_every == 0 and step < end:
                 save()
             if deadline is not None and time.monotonic() > deadline:
@@ -423,6 +431,8 @@ def train_command(
                                        help="deterministic CUDA kernels (bit-exact resume on GPU; slower)"),
     export: Optional[Path] = typer.Option(None, "--export", help="also write the EMA model to EXPORT.{safetensors,json}"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    steps_file: Optional[Path] = typer.Option(None, "--steps-file",
+                                              help="file holding a step count that replaces --steps once it exists"),
 ) -> None:
     """Train an eps-model (HSM loss) for a VP, CLD or PSLD process; resumes from --out."""
     cfg = TrainConfig(
@@ -433,7 +443,7 @@ def train_command(
               "num_res_blocks": num_res_blocks, "dropout": dropout})
     res = train(cfg, out, save_every=save_every, log_every=log_every, max_minutes=max_minutes, device=device,
                 compile=compile, channels_last=channels_last, deterministic=deterministic, progress=progress,
-                export=export)
+                export=export, steps_file=steps_file)
     print(json.dumps(res))
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..processes import LinearProcess, f64, van_loan
+from ..processes import LinearProcess, f64, sqrtm_psd, van_loan
 from .base import add_denoise, grid_for, steps_for
 from .coefficients import integrate, score_coef
 from .plan import Plan
@@ -147,12 +147,7 @@ def ou_coeffs(process: LinearProcess, K_O: Tensor, t_a: Tensor, t_b: Tensor, eta
     exactly: mean expm(−Δb K_O) z, covariance η² ∫₀^{Δb} e^{−uK_O} D e^{−uK_Oᵀ} du."""
     db = process.b(t_a) - process.b(t_b)
     mean, cov = van_loan(-K_O, process.D_, db)
-    return mean, eta * _psd_sqrt(cov)
-
-
-def _psd_sqrt(S: Tensor) -> Tensor:
-    w, V = torch.linalg.eigh(0.5 * (S + S.transpose(-1, -2)))
-    return V @ torch.diag_embed(w.clamp_min(0).sqrt()) @ V.transpose(-1, -2)
+    return mean, eta * sqrtm_psd(cov)
 
 
 # ---- the generic builder ------------------------------------------------------------------------

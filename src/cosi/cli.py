@@ -68,8 +68,16 @@ def sample(
     model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="a shipped model (fmnist-psld, fmnist-vp) or a .safetensors/.json "
                                              "pair; its process replaces --process. Default: the oracle"),
-    batch_size: int = typer.Option(256, "--batch-size", help="samples per batch (with --model)"),
-    device: str = typer.Option("auto", "--device", help="with --model: cpu, cuda, ... (auto: cuda if present)"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="an official PSLD .ckpt (with --preset)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="official PSLD preset: psld-cifar10, "
+                                         "psld-celeba64, psld-afhqv2"),
+    raw_weights: bool = typer.Option(False, "--raw-weights", help="official checkpoint: the online weights, "
+                                     "not the EMA ones"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="official checkpoint: allow arbitrary "
+                                      "pickled objects (only for files you trust)"),
+    batch_size: int = typer.Option(256, "--batch-size", help="samples per batch (with a model)"),
+    device: str = typer.Option("auto", "--device", help="with a model: cpu, cuda, ... (auto: cuda if present)"),
+    dtype: str = typer.Option("float32", "--dtype", help="network dtype with a model: float32, bfloat16, float16"),
     data: str = typer.Option("gmm", "--data", help="oracle data: gmm (vectors) or gmm-image"),
     d: int = typer.Option(32, "--d", help="oracle data dimension (gmm)"),
     lam: Optional[float] = LamOpt,
@@ -81,8 +89,9 @@ def sample(
     out: Path = typer.Option(Path("out/sample"), "--out", help="output folder"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Draw samples from a trained model (--model) or the exact-score oracle; write samples.npz and
-    a picture (an image grid of the first 64, or a scatter plot for vector data)."""
+    """Draw samples from a model (--model, or --checkpoint with --preset) into OUT/images/ (one PNG
+    each, resumable) plus a grid OUT/samples.png; or from the exact-score oracle into
+    OUT/samples.npz and a picture."""
     import numpy as np
     import torch
 
@@ -92,8 +101,9 @@ def sample(
     from .viz import save_image_grid, save_scatter
 
     opts = _sampler_options(lam, eta, option)
-    if model is not None:
-        _sample_model(model, sampler, nfe, n, batch_size, device, grid, denoise, seed, out, quiet, opts)
+    if model is not None or checkpoint is not None or preset is not None:
+        m, describe = _load_model(model, checkpoint, preset, raw_weights, trust_pickle, device, dtype)
+        _sample_model(m, describe, sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet, opts)
         return
     try:
         proc = make_process(process)
@@ -122,35 +132,82 @@ def sample(
         typer.echo(f"{title}: {n} samples in {secs:.1f} s -> {out / 'samples.npz'}, {pic}")
 
 
-def _sample_model(name: str, sampler: str, nfe: int, n: int, batch_size: int, device: str, grid, denoise: bool,
-                  seed: int, out: Path, quiet: bool, opts: dict) -> None:
-    import numpy as np
+def _load_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool, device: str, dtype: str):
+    """(DiffusionModel, a description for manifests) from --model or --checkpoint/--preset."""
     import torch
 
-    from .evaluate import model_batches
     from .models.checkpoint import CheckpointError, load
+    from .models.official_psld import OfficialCheckpointError, load_official_model
     from .train import pick_device
+
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+    if dt is None:
+        _fail(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
+    dev = pick_device(device)
+    if model is not None and (checkpoint is not None or preset is not None):
+        _fail("give either --model or --checkpoint with --preset, not both")
+    try:
+        if model is not None:
+            return load(model, device=dev, dtype=dt), {"model": model}
+        if checkpoint is None or preset is None:
+            _fail("an official checkpoint needs both --checkpoint FILE and --preset "
+                  "(psld-cifar10, psld-celeba64 or psld-afhqv2)")
+        m = load_official_model(checkpoint, preset, ema=not raw_weights, device=dev, dtype=dt,
+                                trust_pickle=trust_pickle)
+        return m, {"checkpoint": Path(checkpoint).name, "preset": preset, "ema": not raw_weights}
+    except (CheckpointError, OfficialCheckpointError, ValueError) as e:
+        _fail(str(e))
+
+
+def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size: int, grid, denoise: bool,
+                  seed: int, out: Path, quiet: bool, opts: dict) -> None:
+    from .data import load_image_folder
+    from .generate import generate_folder
     from .viz import save_image_grid
 
-    dev = pick_device(device)
-    try:
-        m = load(name, device=dev)
-    except CheckpointError as e:
-        _fail(str(e))
     t0 = time.perf_counter()
     try:
-        batches = model_batches(m, sampler, nfe, n, batch_size, seed=seed, device=dev, grid=grid, denoise=denoise,
-                                **opts)
-        x = torch.cat([b.cpu() for b in batches])
+        generate_folder(m, out / "images", sampler, nfe, n, batch_size=batch_size, seed=seed, describe=describe,
+                        progress=not quiet, grid=grid, denoise=denoise, **opts)
     except (ValueError, TypeError, NotImplementedError) as e:
         _fail(str(e))
     secs = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "samples.npz", x=x.numpy(), nfe=nfe, sampler=sampler, model=name, seed=seed)
-    pic = save_image_grid(x[:64], out / "samples.png", scale=3)
+    first = load_image_folder(out / "images", channels=m.data_shape[0], limit=64).images
+    pic = save_image_grid(first.float() / 127.5 - 1, out / "samples.png", scale=3 if m.data_shape[1] <= 32 else 1)
     if not quiet:
-        typer.echo(f"{name} ({m.process.name}) / {sampler} / NFE {nfe}: {n} samples in {secs:.1f} s on {dev} "
-                   f"-> {out / 'samples.npz'}, {pic}")
+        what = describe.get("model") or describe.get("preset")
+        typer.echo(f"{what} ({m.process.name}) / {sampler} / NFE {nfe}: {n} samples in {secs:.1f} s on {m.device} "
+                   f"-> {out / 'images'}/, grid {pic}")
+
+
+@app.command("eval")
+def eval_(
+    folder: Path = typer.Argument(..., help="a folder of PNG samples (or a `cosi sample` output folder)"),
+    fd: str = typer.Option("auto", "--fd", "--fid", help="feature space: classifier (the shipped Fashion-MNIST "
+                           "classifier) or inception (standard FID, torch-fidelity); auto: by image shape"),
+    ref: str = typer.Option("auto", "--ref", help="fmnist (test split), cifar10 (train split), a folder of "
+                            "images, or a cached statistics .npz; auto: by feature space"),
+    ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="where the reference dataset lies "
+                                           "(CIFAR-10 python batches; Fashion-MNIST idx files)"),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights",
+                                                     help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth"),
+    cache: Path = typer.Option(Path.home() / ".cache" / "cosi", "--cache", help="reference statistics cache"),
+    n: Optional[int] = typer.Option(None, "--n", help="use the first N samples"),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fréchet distance of a folder of samples against reference statistics (computed once, cached)."""
+    from .evaluate import folder_fd
+
+    try:
+        r = folder_fd(folder, fd=fd, ref=ref, ref_dir=ref_dir, inception_weights=inception_weights, cache=cache,
+                      n=n, device=device)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(r))
+    else:
+        typer.echo(f"FD ({r['features']}) of {r['n']} samples vs {r['ref']} ({r['n_ref']} images): {r['fd']:.4f}")
 
 
 @bench_app.command("oracle")

@@ -288,8 +288,8 @@ def load_cifar10(root, split: str = "train") -> ImageData:
 # ---- a folder of images --------------------------------------------------------------------
 
 
-def load_image_folder(root, size: int | None = None, channels: int = 3) -> ImageData:
-    """Every PNG/JPEG under ``root`` (recursively, sorted), as (N, channels, H, W) uint8.
+def load_image_folder(root, size: int | None = None, channels: int = 3, limit: int | None = None) -> ImageData:
+    """Every PNG/JPEG under ``root`` (recursively, sorted; the first ``limit``), as (N, channels, H, W) uint8.
 
     ``channels``: 1 (grayscale) or 3 (RGB). Images must share one size unless ``size`` is
     given, in which case each is center-cropped to a square and resized to size×size.
@@ -301,7 +301,7 @@ def load_image_folder(root, size: int | None = None, channels: int = 3) -> Image
         raise DatasetError(f"image folder {root} does not exist; pass a folder of .png/.jpg files")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not paths:
         raise DatasetError(f"no .png/.jpg/.jpeg images under {root}")
     arrays = []

@@ -53,25 +53,15 @@ def oracle_benchmark(process, sampler: str, nfe: int, *, d: int = 32, n: int = 6
 # ---- learned models: FD in a feature space ------------------------------------------------------
 
 
-def model_batches(model, sampler: str, nfe: int, n: int, batch_size: int, *, seed: int = 0, device=None,
-                  grid=None, denoise: bool = False, **options):
-    """Yield the data blocks of ``n`` samples of a :class:`DiffusionModel`, ``batch_size`` at a
-    time; batch b draws its prior and noise from a generator seeded with (seed, b)."""
-    device = torch.device(device or model.device)
-    for b, start in enumerate(range(0, n, batch_size)):
-        g = torch.Generator(device).manual_seed(1_000_003 * seed + b)
-        m = min(batch_size, n - start)
-        yield sample(model.eps_model, model.process, sampler, nfe, shape=(m, *model.data_shape), generator=g,
-                     device=device, grid=grid, denoise=denoise, **options).x
-
-
 def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000, batch_size: int = 1000, *,
              seed: int = 0, keep: int = 0, **options) -> dict:
     """FD between ``n`` samples of ``model`` and ``ref_stats`` in the space of ``features``
-    (e.g. :class:`cosi.metrics.ClassifierFeatures`). Returns a dict with fd, the wall time, images/s
-    and, if ``keep`` > 0, the first ``keep`` samples under "samples"."""
+    (e.g. :class:`cosi.metrics.ClassifierFeatures`), samples seeded as in :mod:`cosi.generate`.
+    Returns a dict with fd, the wall time, images/s and, if ``keep`` > 0, the first ``keep``
+    samples under "samples"."""
     import time
 
+    from .generate import batches
     from .metrics import fd
 
     kept = []
@@ -85,10 +75,73 @@ def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    stats = features.stats(tap(model_batches(model, sampler, nfe, n, batch_size, seed=seed, **options)))
+    stats = features.stats(tap(batches(model, sampler, nfe, n, batch_size, seed=seed, **options)))
     secs = time.perf_counter() - t0
     out = {"sampler": sampler, "nfe": nfe, "n": n, "seed": seed, **options, "fd": fd(stats, ref_stats),
            "seconds": round(secs, 2), "images_per_s": round(n / secs, 1)}
     if keep:
         out["samples"] = torch.cat(kept)[:keep]
     return out
+
+
+def folder_fd(folder, fd: str = "auto", ref: str = "auto", ref_dir=None, inception_weights=None,
+              cache=None, n: int | None = None, device: str = "auto") -> dict:
+    """FD of a folder of PNG samples (e.g. ``cosi sample``'s OUT/images) against a reference.
+
+    ``fd``: 'classifier' (the shipped Fashion-MNIST classifier's features) or 'inception'
+    (standard FID features, :class:`cosi.metrics.InceptionFeatures`); 'auto' picks the classifier
+    for 1×28×28 images. ``ref``: 'fmnist' (test split), 'cifar10' (train split, the usual FID
+    reference), a folder of images, or a statistics ``.npz``; the statistics of a named or
+    folder reference are computed once and cached in ``cache``."""
+    from pathlib import Path
+
+    from .data import load_cifar10, load_fashion_mnist, load_image_folder
+    from .metrics import ClassifierFeatures, InceptionFeatures, fd as frechet
+    from .stats import FeatureStats
+    from .train import pick_device
+
+    folder = Path(folder)
+    if (folder / "images").is_dir():
+        folder = folder / "images"
+    first = next(iter(sorted(folder.glob("*.png"))), None)
+    if first is None:
+        raise FileNotFoundError(f"no .png samples in {folder}")
+    from PIL import Image
+
+    with Image.open(first) as im:
+        channels = 1 if im.mode in ("L", "I", "I;16") else 3
+    images = load_image_folder(folder, channels=channels, limit=n).images
+    kind = fd if fd != "auto" else ("classifier" if tuple(images.shape[1:]) == (1, 28, 28) else "inception")
+    dev = pick_device(device)
+    if kind == "classifier":
+        features = ClassifierFeatures("fmnist-classifier", dev)
+    elif kind == "inception":
+        features = InceptionFeatures(inception_weights, dev)
+    else:
+        raise ValueError(f"--fd {fd!r}: choose classifier or inception")
+    ref = ref if ref != "auto" else ("fmnist" if kind == "classifier" else "cifar10")
+    if ref.endswith(".npz"):
+        ref_stats = FeatureStats.load(ref)
+    else:
+        cache = Path(cache) if cache is not None else Path.home() / ".cache" / "cosi"
+        if ref in ("fmnist", "cifar10"):
+            path = cache / f"{kind}-{ref}.npz"
+        else:
+            import hashlib
+
+            path = cache / f"{kind}-folder-{hashlib.sha1(str(Path(ref).resolve()).encode()).hexdigest()[:12]}.npz"
+        if path.is_file():
+            ref_stats = FeatureStats.load(path)
+        else:
+            if ref == "fmnist":
+                ref_images = load_fashion_mnist(ref_dir, "test").images
+            elif ref == "cifar10":
+                ref_images = load_cifar10(ref_dir, "train").images
+            else:
+                ref_images = load_image_folder(ref, channels=channels).images
+            ref_stats = features.image_stats(ref_images)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ref_stats.save(path)
+    stats = features.image_stats(images)
+    return {"fd": frechet(stats, ref_stats), "features": kind, "n": stats.n, "ref": ref, "n_ref": ref_stats.n,
+            "folder": str(folder)}

@@ -74,3 +74,49 @@ class ClassifierFeatures:
 
         return self.stats(to_unit_range(images_u8[i:i + batch_size].to(self.device))
                           for i in range(0, len(images_u8), batch_size))
+
+
+# ---- Inception features (standard FID), through torch-fidelity --------------------------------------
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_HOWTO = (
+    f"FID needs the Inception-v3 weights that torch-fidelity uses, the file {INCEPTION_FILE} (from the "
+    "releases of github.com/toshas/torch-fidelity); cosi never downloads it. Pass its path with "
+    "--inception-weights (or inception_weights=...)."
+)
+
+
+class InceptionFeatures:
+    """2048-d pool features of the TF-ported Inception-v3 of torch-fidelity (standard FID), from a
+    local weights file. Inputs in [−1, 1] with 3 channels (1-channel images are repeated)."""
+
+    dim = 2048
+
+    def __init__(self, weights, device="cpu"):
+        from pathlib import Path
+
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        except ImportError:
+            raise ImportError("Inception FID needs torch-fidelity: pip install 'cosi[fid]'") from None
+        weights = Path(weights) if weights else None
+        if weights is None or not weights.is_file():
+            raise FileNotFoundError(f"no Inception weights at {weights}. {INCEPTION_HOWTO}")
+        try:  # refuse a file that holds anything but tensors before torch-fidelity unpickles it
+            torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{weights} is not a plain tensor state dict ({type(e).__name__}); "
+                             f"{INCEPTION_HOWTO}") from None
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                               feature_extractor_weights_path=str(weights)).to(device)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        u8 = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        if u8.shape[1] == 1:
+            u8 = u8.repeat(1, 3, 1, 1)
+        return self.net(u8.to(self.device))[0]
+
+    stats = ClassifierFeatures.stats
+    image_stats = ClassifierFeatures.image_stats

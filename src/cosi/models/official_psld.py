@@ -20,7 +20,7 @@ What the official code does (read from ``main/models/sde/psld.py``, ``main/losse
   networks of every preset here the wrapper returns the network output unchanged.
   The official Σ_t adds ``numerical_eps`` = 1e−9 to both diagonal entries before the
   Cholesky factorization; a process that omits it has a slightly different L_t at the
-  smallest t (see docs/ncsnpp_notes.md).
+  smallest t (see docs/interop.md).
 * **Momentum-only networks.** With Γ = 0 (official ``mode == 'score_m'``) the network has
   C output channels, ε_m only, and the official score sets s_x = 0, s_m = −ε_m / l22.
   :class:`OfficialPSLDEpsModel` converts such an output to a full ε with the same score:
@@ -55,7 +55,7 @@ from .ncsnpp import NCSNpp, NCSNppConfig
 __all__ = [
     "OfficialPreset", "PRESETS", "OfficialCheckpointError", "get_preset", "read_checkpoint",
     "official_state_dict", "expected_shapes", "load_state_dict_strict", "load_official_checkpoint",
-    "OfficialPSLDEpsModel",
+    "OfficialPSLDEpsModel", "load_official_model",
 ]
 
 ONLINE_PREFIX = "score_fn."
@@ -319,3 +319,20 @@ class OfficialPSLDEpsModel(nn.Module):
         ratio = (L[..., 1, 0] / L[..., 1, 1]).reshape(-1, 1, 1, 1)
         eps_x = ratio.to(eps_m.dtype) * eps_m
         return torch.cat([eps_x, eps_m], dim=1)
+
+
+def load_official_model(path, preset: str, ema: bool = True, device="cpu", dtype=torch.float32,
+                        trust_pickle: bool = False):
+    """An official PSLD checkpoint as a cosi :class:`~cosi.models.checkpoint.DiffusionModel`: the
+    preset's process, its NCSN++ with the checkpoint's (EMA by default) weights behind
+    :class:`OfficialPSLDEpsModel`, ready for ``cosi.sample`` and :mod:`cosi.generate`."""
+    from ..processes import make_process
+    from .checkpoint import DiffusionModel
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    p = PRESETS[preset]
+    net = load_official_checkpoint(path, preset, ema=ema, trust_pickle=trust_pickle)
+    eps = OfficialPSLDEpsModel(net).to(device=device, dtype=dtype).eval()
+    config = {"kind": "official-psld", "preset": preset, "checkpoint": str(path), "ema": ema}
+    return DiffusionModel(make_process("psld", **p.process), eps, (p.channels, p.image_size, p.image_size), config)

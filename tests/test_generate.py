@@ -1,0 +1,116 @@
+"""Seeded generation in batches and to a resumable PNG folder; the sample and eval commands on models."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import cosi
+from cosi.cli import app
+from cosi.data import FMNIST_DEFAULT, load_image_folder
+from cosi.generate import batches, generate_folder
+from cosi.oracle import GaussianMixture
+
+
+@pytest.fixture(scope="module")
+def image_model():
+    """An exact-score oracle on 1x4x4 images, shaped like a DiffusionModel."""
+    p = cosi.make_process("vp")
+    gmm = GaussianMixture.random(d=16, shape=(1, 4, 4), seed=0)
+    return SimpleNamespace(eps_model=gmm.eps_model(p), process=p, data_shape=(1, 4, 4), device=torch.device("cpu"))
+
+
+def test_deterministic_samples_do_not_depend_on_the_batch_size(image_model):
+    a = torch.cat(list(batches(image_model, "ddim", 5, 7, 3)))
+    b = torch.cat(list(batches(image_model, "ddim", 5, 7, 7)))
+    assert a.shape == (7, 1, 4, 4) and torch.allclose(a, b, atol=1e-6)
+    c = torch.cat(list(batches(image_model, "ddim", 5, 7, 7, seed=1)))
+    assert not torch.allclose(a, c)
+
+
+def test_stochastic_samples_are_reproducible_for_a_batch_size(image_model):
+    a = torch.cat(list(batches(image_model, "em", 5, 6, 3)))
+    b = torch.cat(list(batches(image_model, "em", 5, 6, 3)))
+    assert torch.equal(a, b)
+
+
+def test_folder_resumes_only_missing_batches_and_refuses_other_settings(image_model, tmp_path):
+    out = tmp_path / "s"
+    generate_folder(image_model, out, "ddim", 5, 6, batch_size=2, progress=False)
+    ref = load_image_folder(out, channels=1).images
+    assert ref.shape == (6, 1, 4, 4)
+    (out / "000003.png").unlink()
+    stamp = (out / "000000.png").stat().st_mtime_ns
+    generate_folder(image_model, out, "ddim", 5, 6, batch_size=2, progress=False)
+    assert torch.equal(load_image_folder(out, channels=1).images, ref)
+    assert (out / "000000.png").stat().st_mtime_ns == stamp  # finished batches are not redone
+    generate_folder(image_model, out, "ddim", 5, 8, batch_size=2, progress=False)  # more samples: fine
+    assert json.loads((out / "manifest.json").read_text())["n"] == 8
+    with pytest.raises(ValueError, match="nfe: 5 there vs 6 now"):
+        generate_folder(image_model, out, "ddim", 6, 8, batch_size=2, progress=False)
+
+
+def test_sample_and_eval_commands_on_the_shipped_vp_model(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["sample", "-m", "fmnist-vp", "-s", "ddim", "--nfe", "3", "--n", "4", "--quiet",
+                            "--out", str(tmp_path / "vp")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "vp" / "samples.png").is_file() and len(list((tmp_path / "vp" / "images").glob("*.png"))) == 4
+    if not FMNIST_DEFAULT.is_dir():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    r = runner.invoke(app, ["eval", str(tmp_path / "vp"), "--json", "--cache", str(tmp_path / "cache")])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output.strip().splitlines()[-1])
+    assert res["features"] == "classifier" and res["n"] == 4 and res["n_ref"] == 10000 and res["fd"] > 0
+    assert (tmp_path / "cache" / "classifier-fmnist.npz").is_file()
+
+
+def test_sample_command_runs_an_official_checkpoint(tmp_path):
+    from test_ncsnpp import fixture, lightning_checkpoint, pooled_state_dict
+
+    shapes = {k: tuple(v) for k, v in fixture("psld-cifar10")["state_dict"].items()}
+    path = tmp_path / "psld.ckpt"
+    torch.save(lightning_checkpoint(pooled_state_dict(shapes, 1), pooled_state_dict(shapes, 2)), path)
+    r = CliRunner().invoke(app, ["sample", "--checkpoint", str(path), "--preset", "psld-cifar10", "-s", "euler",
+                                 "--nfe", "2", "--n", "1", "--quiet", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    img = load_image_folder(tmp_path / "o" / "images").images
+    assert img.shape == (1, 3, 32, 32)
+    r = CliRunner().invoke(app, ["sample", "--checkpoint", str(path), "-s", "euler", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--preset" in r.output
+
+
+# The Inception path needs torch-fidelity (the `fid` extra), which needs torchvision; CI installs neither
+# (torchvision from the registry would replace the local CPU torch), so these run where it is installed.
+
+
+def test_inception_fid_needs_a_local_weights_file_and_says_which(tmp_path):
+    pytest.importorskip("torch_fidelity")
+    from cosi.metrics import INCEPTION_FILE, InceptionFeatures
+
+    with pytest.raises(FileNotFoundError, match=INCEPTION_FILE):
+        InceptionFeatures(tmp_path / "missing.pth")
+
+
+def test_inception_features_from_a_weights_file(tmp_path, monkeypatch):
+    tf = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    from cosi.metrics import InceptionFeatures, fd
+
+    # a randomly initialized extractor stands in for the real weights, which cannot be downloaded here
+    monkeypatch.setattr(tf, "load_state_dict_from_url", lambda *a, **k: None)
+    monkeypatch.setattr(tf.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+    state = tf.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+    monkeypatch.undo()
+    torch.save(state, tmp_path / "w.pth")
+    feats = InceptionFeatures(tmp_path / "w.pth")
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    f = feats(x)
+    assert f.shape == (3, 2048) and torch.isfinite(f).all()
+    s = feats.stats([x])
+    assert abs(fd(s, s)) < 1e-6
+    torch.save({"w": torch.zeros(1), "bad": np.dtype}, tmp_path / "code.pth")
+    with pytest.raises(ValueError, match="not a plain tensor state dict"):
+        InceptionFeatures(tmp_path / "code.pth")

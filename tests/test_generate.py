@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import cosi
 from cosi.cli import app
 from cosi.data import FMNIST_DEFAULT, load_image_folder
-from cosi.generate import batches, generate_folder
+from cosi.generate import batches, counter_normal, generate_folder, sample_keys
 from cosi.oracle import GaussianMixture
 
 
@@ -23,34 +23,59 @@ def image_model():
     return SimpleNamespace(eps_model=gmm.eps_model(p), process=p, data_shape=(1, 4, 4), device=torch.device("cpu"))
 
 
-def test_deterministic_samples_do_not_depend_on_the_batch_size(image_model):
-    a = torch.cat(list(batches(image_model, "ddim", 5, 7, 3)))
-    b = torch.cat(list(batches(image_model, "ddim", 5, 7, 7)))
+@pytest.mark.parametrize("sampler", ["ddim", "em"])
+def test_samples_do_not_depend_on_the_batch_size(image_model, sampler):
+    a = torch.cat(list(batches(image_model, sampler, 5, 7, 3)))
+    b = torch.cat(list(batches(image_model, sampler, 5, 7, 7)))
     assert a.shape == (7, 1, 4, 4) and torch.allclose(a, b, atol=1e-6)
-    c = torch.cat(list(batches(image_model, "ddim", 5, 7, 7, seed=1)))
+    c = torch.cat(list(batches(image_model, sampler, 5, 7, 7, seed=1)))
     assert not torch.allclose(a, c)
 
 
-def test_stochastic_samples_are_reproducible_for_a_batch_size(image_model):
-    a = torch.cat(list(batches(image_model, "em", 5, 6, 3)))
-    b = torch.cat(list(batches(image_model, "em", 5, 6, 3)))
-    assert torch.equal(a, b)
+def test_counter_normals_are_standard_normal_and_independent():
+    from scipy import stats
+
+    keys = sample_keys(0, torch.arange(1000))
+    z, z2 = counter_normal(keys, 3, (1000,)), counter_normal(keys, 4, (1000,))
+    assert abs(z.mean()) < 0.005 and abs(z.std() - 1) < 0.005 and abs((z ** 4).mean() - 3) < 0.05
+    assert stats.kstest(z.flatten()[:200_000].numpy(), "norm").pvalue > 1e-3
+    for a, b in [(z, z2), (z[:-1], z[1:]), (z[:, :-1], z[:, 1:])]:  # across draws, samples, elements
+        assert abs(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]) < 0.005
+    assert torch.equal(counter_normal(keys[5:9], 3, (1000,)), z[5:9])  # a row depends on its key only
 
 
-def test_folder_resumes_only_missing_batches_and_refuses_other_settings(image_model, tmp_path):
+def test_folder_resumes_only_missing_or_broken_batches_and_refuses_other_settings(image_model, tmp_path):
     out = tmp_path / "s"
-    generate_folder(image_model, out, "ddim", 5, 6, batch_size=2, progress=False)
+    generate_folder(image_model, out, "em", 5, 6, batch_size=2, progress=False)
     ref = load_image_folder(out, channels=1).images
     assert ref.shape == (6, 1, 4, 4)
     (out / "000003.png").unlink()
+    (out / "000004.png").write_bytes((out / "000004.png").read_bytes()[:20])  # a file cut short
     stamp = (out / "000000.png").stat().st_mtime_ns
-    generate_folder(image_model, out, "ddim", 5, 6, batch_size=2, progress=False)
+    generate_folder(image_model, out, "em", 5, 6, batch_size=3, progress=False)
     assert torch.equal(load_image_folder(out, channels=1).images, ref)
     assert (out / "000000.png").stat().st_mtime_ns == stamp  # finished batches are not redone
-    generate_folder(image_model, out, "ddim", 5, 8, batch_size=2, progress=False)  # more samples: fine
+    generate_folder(image_model, out, "em", 5, 8, batch_size=2, progress=False)  # more samples: fine
     assert json.loads((out / "manifest.json").read_text())["n"] == 8
     with pytest.raises(ValueError, match="nfe: 5 there vs 6 now"):
-        generate_folder(image_model, out, "ddim", 6, 8, batch_size=2, progress=False)
+        generate_folder(image_model, out, "em", 6, 8, batch_size=2, progress=False)
+
+
+def test_two_gloo_processes_write_exactly_the_samples_of_one(tmp_path):
+    import subprocess
+    import sys
+
+    args = ["sample", "--model", "fmnist-vp", "--sampler", "em", "--nfe", "3", "--num-samples", "6", "--quiet",
+            "--device", "cpu"]
+    one = CliRunner().invoke(app, args + ["--batch-size", "4", "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+                          "-m", "cosi", *args, "--batch-size", "1", "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = (load_image_folder(tmp_path / d / "images", channels=1).images for d in ("one", "two"))
+    assert a.shape == (6, 1, 28, 28) and torch.equal(a, b)
 
 
 def test_sample_and_eval_commands_on_the_shipped_vp_model(tmp_path):

@@ -64,7 +64,8 @@ def sample(
     process: str = ProcessOpt,
     sampler: str = SamplerOpt,
     nfe: int = NfeOpt,
-    n: int = typer.Option(1000, "--n", help="number of samples"),
+    n: int = typer.Option(1000, "--n", "--num-samples", help="number of samples (under torchrun write "
+                          "--num-samples: torchrun takes --n for one of its own options)"),
     model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="a shipped model (fmnist-psld, fmnist-vp) or a .safetensors/.json "
                                              "pair; its process replaces --process. Default: the oracle"),
@@ -90,8 +91,9 @@ def sample(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Draw samples from a model (--model, or --checkpoint with --preset) into OUT/images/ (one PNG
-    each, resumable) plus a grid OUT/samples.png; or from the exact-score oracle into
-    OUT/samples.npz and a picture."""
+    each, resumable; under `torchrun --nproc_per_node=N -m cosi sample ...` the ranks share the
+    batches and write the same folder) plus a grid OUT/samples.png; or from the exact-score oracle
+    into OUT/samples.npz and a picture."""
     import numpy as np
     import torch
 
@@ -132,6 +134,23 @@ def sample(
         typer.echo(f"{title}: {n} samples in {secs:.1f} s -> {out / 'samples.npz'}, {pic}")
 
 
+def _init_distributed(dev):
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, gloo otherwise) and
+    use this rank's GPU. Returns the device to run on."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dev
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return dev
+
+
 def _load_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool, device: str, dtype: str):
     """(DiffusionModel, a description for manifests) from --model or --checkpoint/--preset."""
     import torch
@@ -143,7 +162,7 @@ def _load_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool
     dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if dt is None:
         _fail(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
-    dev = pick_device(device)
+    dev = _init_distributed(pick_device(device))
     if model is not None and (checkpoint is not None or preset is not None):
         _fail("give either --model or --checkpoint with --preset, not both")
     try:
@@ -172,6 +191,10 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
     except (ValueError, TypeError, NotImplementedError) as e:
         _fail(str(e))
     secs = time.perf_counter() - t0
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return
     first = load_image_folder(out / "images", channels=m.data_shape[0], limit=64).images
     pic = save_image_grid(first.float() / 127.5 - 1, out / "samples.png", scale=3 if m.data_shape[1] <= 32 else 1)
     if not quiet:
@@ -245,6 +268,51 @@ def bench_oracle(
                   if "endpoint_error" in r else "")
             typer.echo(f"{r['process']} {sampler} nfe={k}: {ee}MMD {r['mmd']:.4f} (floor "
                        f"{r['mmd_floor']:.4f})  SW {r['sw']:.4f} (floor {r['sw_floor']:.4f})")
+
+
+@bench_app.command("speed")
+def bench_speed(
+    model: str = typer.Option("fmnist-psld", "--model", "-m", help="a shipped model or a .safetensors/.json pair"),
+    sampler: List[str] = typer.Option(["csps-d"], "--sampler", "-s", help="repeatable; 'all': every sampler of "
+                                      "the model's process"),
+    nfe: List[int] = typer.Option([50], "--nfe", help="repeatable"),
+    batch_size: List[int] = typer.Option([256], "--batch-size", help="repeatable"),
+    device: str = typer.Option("auto", "--device"),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="network dtype: float32, bfloat16, float16 "
+                              "(float32 on a CPU)"),
+    repeats: int = typer.Option(5, "--repeats"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON line per cell"),
+) -> None:
+    """Wall time of each sampler against the same number of bare network calls, in one run."""
+    from .benchmark import speed
+    from .integrators import SAMPLERS
+
+    import torch
+
+    m, _ = _load_model(model, None, None, False, False, device, dtype)
+    if m.device.type == "cpu":
+        m.to(dtype=torch.float32)  # reduced-precision convolutions on a CPU would time nothing of use
+    names = [n for n, s in SAMPLERS.items() if m.process.name in s.processes] if sampler == ["all"] else sampler
+    if not as_json:
+        typer.echo(f"{model} on {m.device} ({m.dtype}); median of {repeats}\n"
+                   "| sampler | NFE | batch | bare network (ms) | sampler (ms) | ratio | images/s | peak memory (MiB) |\n"
+                   "|---|---|---|---|---|---|---|---|")
+    for b in batch_size:
+        for k in nfe:
+            for name in names:
+                try:
+                    r = speed(m, name, k, b, repeats=repeats)
+                except ValueError as e:  # an NFE this sampler cannot meet
+                    if not as_json:
+                        typer.echo(f"| {name} | {k} | {b} | — | — | — | — | ({e}) |")
+                    continue
+                if as_json:
+                    typer.echo(json.dumps(r))
+                    continue
+                mem = r.get("peak_memory_bytes")
+                mem = "—" if mem is None else f"{mem / 2**20:.0f} ({r['peak_memory_bytes_2nfe'] / 2**20:.0f} at 2×NFE)"
+                typer.echo(f"| {name} | {k} | {b} | {1e3 * r['bare_s']:.1f} | {1e3 * r['sampler_s']:.1f} | "
+                           f"{r['ratio']:.3f} | {r['images_per_s']:.0f} | {mem} |")
 
 
 def _register_optional_commands() -> None:

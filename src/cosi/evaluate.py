@@ -77,7 +77,8 @@ def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000
     t0 = time.perf_counter()
     stats = features.stats(tap(batches(model, sampler, nfe, n, batch_size, seed=seed, **options)))
     secs = time.perf_counter() - t0
-    out = {"sampler": sampler, "nfe": nfe, "n": n, "seed": seed, **options, "fd": fd(stats, ref_stats),
+    out = {"sampler": sampler, "nfe": nfe, "n": n, "seed": seed, "seeding": "counter", **options,
+           "fd": fd(stats, ref_stats),
            "seconds": round(secs, 2), "images_per_s": round(n / secs, 1)}
     if keep:
         out["samples"] = torch.cat(kept)[:keep]

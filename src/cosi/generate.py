@@ -1,20 +1,25 @@
-"""Many samples from a model: seeded per sample, in batches, and to a resumable folder of PNGs.
+"""Many samples from a model: seeded per sample, in batches, on any number of processes, to a
+resumable folder of PNGs.
 
-Sample i's prior draw z_T comes from its own generator, seeded with (seed, i): with a
-deterministic sampler every sample is the same whatever the batch size or the order in which
-batches run. A stochastic sampler draws its step noise from one generator per batch, seeded
-with (seed, index of the batch's first sample), so its samples are reproducible for a given
-batch size.
+Every random number a sample uses — its prior draw z_T and the noise of each stochastic
+update — is a function of (seed, sample index, draw index, element index) alone, computed by a
+counter-based hash on the device (:func:`counter_normal`). So sample i is the same whatever the
+batch size, the order in which batches run, or the number of processes that share the work,
+for deterministic and stochastic samplers alike.
 
-:func:`generate_folder` writes ``<index>.png`` files (8-bit, as FID tools read them) and a
-``manifest.json`` naming the model, sampler, options and seed. Each image is written
-atomically; a rerun with the same settings skips the batches already complete, so a killed
-run loses at most the batch in flight, and a rerun with other settings is refused.
+:func:`generate_folder` writes ``<index:06d>.png`` (8-bit, as FID tools read them) and a
+``manifest.json`` naming the model, sampler, options and seed. Images are written atomically
+and checked on resume: a rerun with the same settings redoes only batches with a missing or
+unreadable image, so a killed run loses at most the batches in flight; a rerun with other
+settings is refused. Under ``torchrun`` (torch.distributed initialized, any backend) rank r
+takes batches r, r + W, r + 2W, …; the result is the folder one process would write.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -23,30 +28,68 @@ import torch
 from torch import Tensor
 
 from .api import sample
+from .processes import apply_blocks
 
-_SEED_STRIDE = 1_000_003
+# ---- counter-based normal numbers --------------------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+_PRIOR_DRAW = 0x7FFFFFFF  # the draw index of z_T; stochastic updates use 0, 1, 2, ...
 
 
-def sample_seed(seed: int, index: int) -> int:
-    return _SEED_STRIDE * seed + index + 1
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """(x · c) mod 2³² for int64 x in [0, 2³²), without int64 overflow (c split in 16-bit halves)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
 
 
-def prior(process, data_shape, start: int, count: int, seed: int, device=None,
-          dtype=torch.float32) -> Tensor:
-    """z_T for samples start .. start+count−1, each from its own (seed, index) generator."""
-    state = process.state_shape((1, *data_shape))
-    z = [process.prior_sample(state, generator=torch.Generator().manual_seed(sample_seed(seed, i)))
-         for i in range(start, start + count)]
-    return torch.cat(z).to(device=device, dtype=dtype)
+def mix32(x: Tensor) -> Tensor:
+    """A bijective 32-bit integer hash (the 'lowbias32' constants) on int64 tensors."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def sample_keys(seed: int, indices: Tensor) -> Tensor:
+    """One 32-bit key per sample index (int64 tensor on the indices' device)."""
+    s = mix32(torch.tensor(seed & _M32, dtype=torch.int64, device=indices.device) ^ 0x5BD1E995)
+    return mix32(mix32(indices.to(torch.int64) & _M32) ^ s)
+
+
+@lru_cache(maxsize=8)
+def _element_hashes(n: int, device: torch.device) -> Tensor:
+    return mix32(torch.arange(n, dtype=torch.int64, device=device))
+
+
+def counter_normal(keys: Tensor, draw: int, shape, dtype=torch.float32) -> Tensor:
+    """Standard normals of shape (len(keys), *shape): entry e of row b is a function of
+    (keys[b], draw, e) only (two hashed 24-bit uniforms through Box–Muller)."""
+    n = math.prod(shape)
+    k = mix32(keys ^ mix32(torch.tensor(draw & _M32, dtype=torch.int64, device=keys.device) ^ 0x27D4EB2F))
+    h = mix32(k[:, None] ^ _element_hashes(2 * n, keys.device)[None])
+    u = ((h >> 8).to(torch.float32) + 0.5) * 2.0 ** -24  # exact in float32: 24-bit uniforms in (0, 1)
+    u1, u2 = u[:, :n], u[:, n:]
+    z = torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
+    return z.to(dtype).reshape(len(keys), *shape)
+
+
+# ---- samples by index --------------------------------------------------------------------------
+
+
+def prior(process, data_shape, keys: Tensor, dtype=torch.float32) -> Tensor:
+    """z_T ~ N(0, Σ_T) for the samples of the given keys, from their counter-based normals."""
+    xi = counter_normal(keys, _PRIOR_DRAW, process.state_shape((1, *data_shape))[1:], dtype=torch.float64)
+    return apply_blocks(process.marginal(process.T).L.to(xi.device), xi).to(dtype)
 
 
 def sample_range(model, sampler: str, nfe: int, start: int, count: int, *, seed: int = 0, device=None,
                  **options) -> Tensor:
     """The data blocks of samples start .. start+count−1 of ``model`` (a DiffusionModel)."""
     device = torch.device(device or model.device)
-    z_T = prior(model.process, model.data_shape, start, count, seed, device)
-    g = torch.Generator(device).manual_seed(sample_seed(seed, start) + 7)
-    return sample(model.eps_model, model.process, sampler, nfe, z_T=z_T, generator=g, **options).x
+    keys = sample_keys(seed, torch.arange(start, start + count, device=device))
+    z_T = prior(model.process, model.data_shape, keys)
+    noise = lambda i, z: counter_normal(keys, i, z.shape[1:], z.dtype)  # noqa: E731
+    return sample(model.eps_model, model.process, sampler, nfe, z_T=z_T, noise=noise, **options).x
 
 
 def batches(model, sampler: str, nfe: int, n: int, batch_size: int, *, seed: int = 0,
@@ -72,36 +115,68 @@ def _write_png(path: Path, img: np.ndarray) -> None:
     tmp.replace(path)
 
 
+def _readable(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def generate_folder(model, out, sampler: str, nfe: int, n: int, *, batch_size: int = 256, seed: int = 0,
                     describe: dict | None = None, progress: bool = True, **options) -> dict:
     """Write samples 0 .. n−1 as ``out/<index:06d>.png``; returns the manifest.
 
-    ``describe``: what the model is (written to the manifest and checked on resume)."""
+    ``describe``: what the model is (written to the manifest and checked on resume). Under
+    torch.distributed each rank writes its share of the batches."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    rank, world = _rank_world()
     manifest = {"format": "cosi-samples", "model": describe or {}, "sampler": sampler, "nfe": nfe,
-                "options": options, "seed": seed, "batch_size": batch_size,
-                "data_shape": list(model.data_shape)}
+                "options": options, "seed": seed, "data_shape": list(model.data_shape)}
     path = out / "manifest.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in manifest if k != "n" and old.get(k) != manifest[k])
+    old = json.loads(path.read_text()) if path.is_file() else None
+    if old is not None:
+        diff = sorted(k for k in manifest if old.get(k) != manifest[k])
         if diff:
             shown = ", ".join(f"{k}: {old.get(k)!r} there vs {manifest[k]!r} now" for k in diff)
             raise ValueError(f"{out} holds samples made with other settings ({shown}); use another --out "
                              "or the same settings to continue")
-    manifest["n"] = max(n, json.loads(path.read_text()).get("n", 0) if path.is_file() else 0)
-    path.write_text(json.dumps(manifest, indent=1))
+    manifest["n"] = max(n, old.get("n", 0) if old else 0)
+    _barrier()  # every rank has read the old manifest before rank 0 rewrites it
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(manifest, indent=1))
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n, desc=f"{sampler} nfe={nfe}", unit="img", disable=not progress)
-    for start in range(0, n, batch_size):
+    starts = list(range(0, n, batch_size))[rank::world]
+    bar = tqdm(total=len(starts), desc=f"{sampler} nfe={nfe}", unit="batch", disable=not progress or rank != 0)
+    out.mkdir(parents=True, exist_ok=True)
+    for start in starts:
         count = min(batch_size, n - start)
         names = [out / f"{i:06d}.png" for i in range(start, start + count)]
-        if not all(p.is_file() for p in names):
+        if not all(p.is_file() and _readable(p) for p in names):
             x = sample_range(model, sampler, nfe, start, count, seed=seed, **options)
             for p, img in zip(names, to_uint8(x)):
                 _write_png(p, img)
-        bar.update(count)
+        bar.update(1)
     bar.close()
+    _barrier()
     return manifest

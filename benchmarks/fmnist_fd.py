@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=None)
     ap.add_argument("--extra", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--samples", type=Path, default=None)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the U-Nets (CUDA graphs)")
     args = ap.parse_args()
     t_start = time.monotonic()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -75,6 +76,8 @@ def main() -> None:
                 break
             if name not in models:
                 models[name] = load(args.weights / name, device=dev, dtype=dtype)
+                if args.compile:
+                    models[name].compile()
             r = model_fd(models[name], feats, ref, sampler, nfe, args.n, args.batch_size, seed=args.seed,
                          keep=64 if args.samples else 0, **opts)
             if args.samples:
@@ -82,7 +85,7 @@ def main() -> None:
                 np.savez_compressed(args.samples / f"{name}_{sampler}_{nfe}.npz",
                                     x=r.pop("samples").half().numpy())
             row = {"key": key, "model": name, **r, "data_fd_floor": floors, "device": hw,
-                   "dtype": str(dtype).removeprefix("torch.")}
+                   "dtype": str(dtype).removeprefix("torch."), "compiled": args.compile}
             f.write(json.dumps(row) + "\n")
             f.flush()
             print(f"{name} {sampler} nfe={nfe}: FD {r['fd']:.3f} ({r['images_per_s']:.0f} img/s)", flush=True)

@@ -17,11 +17,13 @@ from .processes import LinearProcess, make_process
 @dataclass
 class SampleResult:
     """``x``: the data block (B, C, ...); ``z``: the full final state (B, k*C, ...);
-    ``nfe``: network calls made."""
+    ``nfe``: network calls made by the sampler (``tuning`` holds what ``lam="auto"`` cost on its
+    probe batch, see :mod:`cosi.autolam`)."""
 
     x: Tensor
     z: Tensor
     nfe: int
+    tuning: dict | None = None  # lam="auto": the chosen λ, its proxy errors and the calls it cost
 
 
 def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | None = None,
@@ -46,12 +48,23 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         denoise: end with a final denoising call at t_min (counted in ``nfe``).
         noise: optional ``noise(i, z) -> ξ`` for the i-th noisy update (e.g. per-sample
             seeded noise); overrides ``generator`` for the sampler's noise.
-        **options: the sampler's own options (``eta``, ``lam``, ``B``, ...).
+        **options: the sampler's own options (``eta``, ``lam``, ``B``, ...); ``lam="auto"`` picks
+            λ from a cheap proxy on a fixed probe batch (:mod:`cosi.autolam`).
     """
     if isinstance(process, str):
         process = make_process(process)
     if not isinstance(process, LinearProcess):
         raise TypeError(f"process must be a LinearProcess or one of 'vp', 'cld', 'psld', got {process!r}")
+    tuning = None
+    if options.get("lam") == "auto":
+        from .autolam import choose_lambda
+
+        state = z_T.shape if z_T is not None else process.state_shape(tuple(shape))
+        data_shape = (state[1] // process.k, *state[2:])
+        where = z_T.device if z_T is not None else device
+        tuning = choose_lambda(eps_model, process, sampler, nfe, data_shape, grid=grid, denoise=denoise,
+                               device=where, **{k: v for k, v in options.items() if k != "lam"})
+        options = {**options, "lam": tuning["lam"]}
     plan = build_plan(sampler, process, nfe, grid=grid, denoise=denoise, **options)
     if z_T is None:
         if shape is None:
@@ -64,7 +77,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         _check_state(z_T, process)
     z, calls = run_plan(plan, eps_model, z_T, generator=generator, noise=noise, progress=progress,
                         callback=callback)
-    return SampleResult(x=process.data_block(z), z=z, nfe=calls)
+    return SampleResult(x=process.data_block(z), z=z, nfe=calls, tuning=tuning)
 
 
 def _check_state(z: Tensor, process: LinearProcess) -> None:

@@ -84,7 +84,8 @@ def speed(model, sampler: str, nfe: int, batch_size: int, *, repeats: int = 5, w
     tb, tf = statistics.median(t_bare), statistics.median(t_full)
     out = {"sampler": sampler, "nfe": nfe, "batch_size": batch_size, "device": str(dev),
            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-           "dtype": str(model.dtype).removeprefix("torch."), "bare_s": tb, "sampler_s": tf, "ratio": tf / tb,
+           "dtype": str(model.dtype).removeprefix("torch."), "compiled": getattr(model, "_compiled", None) is not None,
+           "bare_s": tb, "sampler_s": tf, "ratio": tf / tb,
            "images_per_s": batch_size / tf, "repeats": repeats, "stochastic": get_sampler(sampler).stochastic}
     if dev.type == "cuda":
         double = 2 * nfe

@@ -79,6 +79,8 @@ def sample(
     batch_size: int = typer.Option(256, "--batch-size", help="samples per batch (with a model)"),
     device: str = typer.Option("auto", "--device", help="with a model: cpu, cuda, ... (auto: cuda if present)"),
     dtype: str = typer.Option("float32", "--dtype", help="network dtype with a model: float32, bfloat16, float16"),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="with a model: torch.compile the network "
+                                 "(CUDA graphs on a GPU)"),
     data: str = typer.Option("gmm", "--data", help="oracle data: gmm (vectors) or gmm-image"),
     d: int = typer.Option(32, "--d", help="oracle data dimension (gmm)"),
     lam: Optional[float] = LamOpt,
@@ -105,6 +107,8 @@ def sample(
     opts = _sampler_options(lam, eta, option)
     if model is not None or checkpoint is not None or preset is not None:
         m, describe = _load_model(model, checkpoint, preset, raw_weights, trust_pickle, device, dtype)
+        if compile:
+            m.compile()
         _sample_model(m, describe, sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet, opts)
         return
     try:
@@ -281,6 +285,8 @@ def bench_speed(
     dtype: str = typer.Option("bfloat16", "--dtype", help="network dtype: float32, bfloat16, float16 "
                               "(float32 on a CPU)"),
     repeats: int = typer.Option(5, "--repeats"),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the network (CUDA graphs "
+                                 "on a GPU); the bare calls use the same compiled network"),
     as_json: bool = typer.Option(False, "--json", help="one JSON line per cell"),
 ) -> None:
     """Wall time of each sampler against the same number of bare network calls, in one run."""
@@ -292,6 +298,8 @@ def bench_speed(
     m, _ = _load_model(model, None, None, False, False, device, dtype)
     if m.device.type == "cpu":
         m.to(dtype=torch.float32)  # reduced-precision convolutions on a CPU would time nothing of use
+    if compile:
+        m.compile()
     names = [n for n, s in SAMPLERS.items() if m.process.name in s.processes] if sampler == ["all"] else sampler
     if not as_json:
         typer.echo(f"{model} on {m.device} ({m.dtype}); median of {repeats}\n"

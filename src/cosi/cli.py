@@ -237,6 +237,109 @@ def eval_(
         typer.echo(f"FD ({r['features']}) of {r['n']} samples vs {r['ref']} ({r['n_ref']} images): {r['fd']:.4f}")
 
 
+@app.command()
+def sweep(
+    model: str = typer.Option("fmnist-psld", "--model", "-m", help="a shipped model or a .safetensors/.json pair"),
+    sampler: List[str] = typer.Option(..., "--sampler", "-s", help="repeatable"),
+    nfe: List[int] = typer.Option(..., "--nfe", help="repeatable"),
+    lam: List[str] = typer.Option(None, "--lam", help="repeatable: numbers or 'auto' (samplers with a lam only)"),
+    eta: List[float] = typer.Option(None, "--eta", help="repeatable (stochastic samplers only)"),
+    grid: List[str] = typer.Option(None, "--grid", help="repeatable: uniform, quadratic, logsnr, edm"),
+    seed: List[int] = typer.Option([0], "--seed", help="repeatable: the spread over seeds is the FD's noise"),
+    n: int = typer.Option(10_000, "--n", "--num-samples", help="samples per cell"),
+    batch_size: int = typer.Option(1000, "--batch-size"),
+    out: Path = typer.Option(..., "--out", help="JSONL results; finished cells in it are skipped"),
+    fd: str = typer.Option("auto", "--fd", help="classifier, inception or auto (as in `cosi eval`)"),
+    ref: str = typer.Option("auto", "--ref", help="as in `cosi eval`"),
+    ref_dir: Optional[Path] = typer.Option(None, "--ref-dir"),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights"),
+    cache: Path = typer.Option(Path.home() / ".cache" / "cosi", "--cache"),
+    device: str = typer.Option("auto", "--device"),
+    dtype: str = typer.Option("float32", "--dtype", help="network dtype: float32, bfloat16, float16"),
+    compile: bool = typer.Option(False, "--compile/--no-compile"),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="start no new cell after this wall time"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """FD over samplers × NFE × lam × eta × grid × seed; one JSON line per cell, resumable."""
+    from .evaluate import feature_space, reference_stats
+    from .sweep import make_cells, run_sweep
+
+    m, _ = _load_model(model, None, None, False, False, device, dtype)
+    if compile:
+        m.compile()
+    lams = [None] if not lam else [x if x == "auto" else float(x) for x in lam]
+    try:
+        features, kind, default_ref = feature_space(fd, m.data_shape, m.device, inception_weights)
+        ref_stats = reference_stats(features, kind, default_ref if ref == "auto" else ref, ref_dir=ref_dir,
+                                    cache=cache, channels=m.data_shape[0])
+        cells = make_cells(sampler, nfe, lams, eta or [None], grid or [None], seed)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
+        _fail(str(e))
+    extra = {"features": kind, "device": str(m.device), "dtype": str(m.dtype).removeprefix("torch."),
+             "compiled": compile}
+    run_sweep(m, model, features, ref_stats, cells, out, n=n, batch_size=batch_size, minutes=minutes, extra=extra,
+              log=(lambda s: None) if quiet else typer.echo)
+
+
+plot_app = typer.Typer(no_args_is_help=True, help="Figures from sweep results and sample folders.")
+app.add_typer(plot_app, name="plot")
+
+
+@plot_app.command("nfe")
+def plot_nfe(results: Path = typer.Argument(..., help="a `cosi sweep` JSONL file"),
+             out: Path = typer.Option(..., "--out", help=".png or .svg"),
+             model: Optional[str] = typer.Option(None, "--model", help="only this model's rows"),
+             sampler: List[str] = typer.Option(None, "--sampler", "-s", help="only these samplers")) -> None:
+    """FD against NFE, one curve per sampler (mean ± std over seeds)."""
+    from .sweep import read_rows
+    from .viz import plot_fd_vs_nfe
+
+    rows = [r for r in read_rows(results) if (model is None or r.get("model") == model)
+            and (not sampler or r.get("sampler") in sampler)]
+    if not rows:
+        _fail(f"no rows in {results} for model={model} samplers={sampler or 'all'}")
+    typer.echo(plot_fd_vs_nfe(rows, out, title=model or ""))
+
+
+@plot_app.command("lam")
+def plot_lam(results: Path = typer.Argument(..., help="a `cosi sweep` JSONL file"),
+             sampler: str = typer.Option(..., "--sampler", "-s"),
+             out: Path = typer.Option(..., "--out", help=".png or .svg"),
+             model: Optional[str] = typer.Option(None, "--model")) -> None:
+    """FD against lambda for one sampler, one curve per NFE."""
+    from .sweep import read_rows
+    from .viz import plot_fd_vs_lam
+
+    rows = [r for r in read_rows(results) if model is None or r.get("model") == model]
+    try:
+        typer.echo(plot_fd_vs_lam(rows, sampler, out))
+    except ValueError as e:
+        _fail(str(e))
+
+
+@plot_app.command("grid")
+def plot_grid(folder: Path = typer.Argument(..., help="a folder of PNG samples (or a `cosi sample` output)"),
+              out: Path = typer.Option(..., "--out"), n: int = typer.Option(64, "--n"),
+              scale: int = typer.Option(3, "--scale")) -> None:
+    """A grid of the first N images of a folder."""
+    from .data import DatasetError, load_image_folder
+    from .viz import save_image_grid
+
+    folder = folder / "images" if (folder / "images").is_dir() else folder
+    try:
+        from PIL import Image
+
+        first = next(iter(sorted(folder.glob("*.png"))), None)
+        channels = 3
+        if first is not None:
+            with Image.open(first) as im:
+                channels = 1 if im.mode == "L" else 3
+        x = load_image_folder(folder, channels=channels, limit=n).images
+    except DatasetError as e:
+        _fail(str(e))
+    typer.echo(save_image_grid(x.float() / 127.5 - 1, out, scale=scale))
+
+
 @bench_app.command("oracle")
 def bench_oracle(
     process: str = ProcessOpt,

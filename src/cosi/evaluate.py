@@ -85,20 +85,60 @@ def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000
     return out
 
 
-def folder_fd(folder, fd: str = "auto", ref: str = "auto", ref_dir=None, inception_weights=None,
-              cache=None, n: int | None = None, device: str = "auto") -> dict:
-    """FD of a folder of PNG samples (e.g. ``cosi sample``'s OUT/images) against a reference.
-
-    ``fd``: 'classifier' (the shipped Fashion-MNIST classifier's features) or 'inception'
-    (standard FID features, :class:`cosi.metrics.InceptionFeatures`); 'auto' picks the classifier
-    for 1×28×28 images. ``ref``: 'fmnist' (test split), 'cifar10' (train split, the usual FID
-    reference), a folder of images, or a statistics ``.npz``; the statistics of a named or
-    folder reference are computed once and cached in ``cache``."""
+def reference_stats(features, kind: str, ref: str, *, ref_dir=None, cache=None, channels: int = 3):
+    """Feature statistics of a reference set, computed once and cached in ``cache``: 'fmnist' (the
+    test split), 'cifar10' (the train split, the usual FID reference), a folder of images, or a
+    statistics ``.npz`` (read as is)."""
+    import hashlib
     from pathlib import Path
 
     from .data import load_cifar10, load_fashion_mnist, load_image_folder
-    from .metrics import ClassifierFeatures, InceptionFeatures, fd as frechet
     from .stats import FeatureStats
+
+    if ref.endswith(".npz"):
+        return FeatureStats.load(ref)
+    cache = Path(cache) if cache is not None else Path.home() / ".cache" / "cosi"
+    name = ref if ref in ("fmnist", "cifar10") else \
+        "folder-" + hashlib.sha1(str(Path(ref).resolve()).encode()).hexdigest()[:12]
+    path = cache / f"{kind}-{name}.npz"
+    if path.is_file():
+        return FeatureStats.load(path)
+    if ref == "fmnist":
+        images = load_fashion_mnist(ref_dir, "test").images
+    elif ref == "cifar10":
+        images = load_cifar10(ref_dir, "train").images
+    else:
+        images = load_image_folder(ref, channels=channels).images
+    stats = features.image_stats(images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stats.save(path)
+    return stats
+
+
+def feature_space(kind: str, data_shape, device, inception_weights=None):
+    """(features, kind, default reference) for 'classifier', 'inception' or 'auto' (the shipped
+    Fashion-MNIST classifier for 1×28×28 data, Inception otherwise)."""
+    from .metrics import ClassifierFeatures, InceptionFeatures
+
+    if kind == "auto":
+        kind = "classifier" if tuple(data_shape) == (1, 28, 28) else "inception"
+    if kind == "classifier":
+        return ClassifierFeatures("fmnist-classifier", device), kind, "fmnist"
+    if kind == "inception":
+        return InceptionFeatures(inception_weights, device), kind, "cifar10"
+    raise ValueError(f"feature space {kind!r}: choose classifier or inception")
+
+
+def folder_fd(folder, fd: str = "auto", ref: str = "auto", ref_dir=None, inception_weights=None,
+              cache=None, n: int | None = None, device: str = "auto") -> dict:
+    """FD of a folder of PNG samples (e.g. ``cosi sample``'s OUT/images) against a reference
+    (see :func:`reference_stats`); ``fd`` as in :func:`feature_space`."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from .data import load_image_folder
+    from .metrics import fd as frechet
     from .train import pick_device
 
     folder = Path(folder)
@@ -107,42 +147,12 @@ def folder_fd(folder, fd: str = "auto", ref: str = "auto", ref_dir=None, incepti
     first = next(iter(sorted(folder.glob("*.png"))), None)
     if first is None:
         raise FileNotFoundError(f"no .png samples in {folder}")
-    from PIL import Image
-
     with Image.open(first) as im:
         channels = 1 if im.mode in ("L", "I", "I;16") else 3
     images = load_image_folder(folder, channels=channels, limit=n).images
-    kind = fd if fd != "auto" else ("classifier" if tuple(images.shape[1:]) == (1, 28, 28) else "inception")
-    dev = pick_device(device)
-    if kind == "classifier":
-        features = ClassifierFeatures("fmnist-classifier", dev)
-    elif kind == "inception":
-        features = InceptionFeatures(inception_weights, dev)
-    else:
-        raise ValueError(f"--fd {fd!r}: choose classifier or inception")
-    ref = ref if ref != "auto" else ("fmnist" if kind == "classifier" else "cifar10")
-    if ref.endswith(".npz"):
-        ref_stats = FeatureStats.load(ref)
-    else:
-        cache = Path(cache) if cache is not None else Path.home() / ".cache" / "cosi"
-        if ref in ("fmnist", "cifar10"):
-            path = cache / f"{kind}-{ref}.npz"
-        else:
-            import hashlib
-
-            path = cache / f"{kind}-folder-{hashlib.sha1(str(Path(ref).resolve()).encode()).hexdigest()[:12]}.npz"
-        if path.is_file():
-            ref_stats = FeatureStats.load(path)
-        else:
-            if ref == "fmnist":
-                ref_images = load_fashion_mnist(ref_dir, "test").images
-            elif ref == "cifar10":
-                ref_images = load_cifar10(ref_dir, "train").images
-            else:
-                ref_images = load_image_folder(ref, channels=channels).images
-            ref_stats = features.image_stats(ref_images)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ref_stats.save(path)
+    features, kind, default_ref = feature_space(fd, images.shape[1:], pick_device(device), inception_weights)
+    ref = default_ref if ref == "auto" else ref
+    ref_stats = reference_stats(features, kind, ref, ref_dir=ref_dir, cache=cache, channels=channels)
     stats = features.image_stats(images)
     return {"fd": frechet(stats, ref_stats), "features": kind, "n": stats.n, "ref": ref, "n_ref": ref_stats.n,
             "folder": str(folder)}

@@ -59,3 +59,72 @@ def save_scatter(x: Tensor, path, ref: Tensor | None = None, title: str = "") ->
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# ---- sweep results -------------------------------------------------------------------------------
+
+
+def _label(row: dict, keys=("lam", "eta", "grid")) -> str:
+    extra = ", ".join(f"{k}={row[k]}" for k in keys if k in row and row.get(k) is not None)
+    return row["sampler"] + (f" ({extra})" if extra else "")
+
+
+def _mean_std(values):
+    m = sum(values) / len(values)
+    s = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return m, s
+
+
+def plot_fd_vs_nfe(rows: list[dict], path, title: str = "") -> Path:
+    """FD against NFE, one line per sampler (and λ/η/grid), mean ± std over seeds; log axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict = {}
+    for r in rows:
+        if "fd" in r:
+            groups.setdefault(_label(r), {}).setdefault(r["nfe"], []).append(r["fd"])
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+    for label, by_nfe in sorted(groups.items()):
+        nfes = sorted(by_nfe)
+        ms = [_mean_std(by_nfe[k]) for k in nfes]
+        ax.errorbar(nfes, [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", ms=3, capsize=2, label=label)
+    ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="FD", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_fd_vs_lam(rows: list[dict], sampler: str, path, title: str = "") -> Path:
+    """FD against λ for one sampler, one line per NFE (rows with a numeric λ)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_nfe: dict = {}
+    for r in rows:
+        if r.get("sampler") == sampler and "fd" in r and isinstance(r.get("lam"), (int, float)):
+            by_nfe.setdefault(r["nfe"], {}).setdefault(r["lam"], []).append(r["fd"])
+    if not by_nfe:
+        raise ValueError(f"no rows of sampler {sampler!r} with a numeric lam and an FD")
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+    for nfe, by_lam in sorted(by_nfe.items()):
+        lams = sorted(by_lam)
+        ax.plot(lams, [_mean_std(by_lam[x])[0] for x in lams], marker="o", ms=3, label=f"NFE {nfe}")
+    ax.set(yscale="log", xlabel="λ", ylabel="FD", title=title or sampler)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

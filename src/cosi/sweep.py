@@ -1,0 +1,88 @@
+"""Sweeps: FD over a grid of samplers × NFE × λ × η × time grid × seed, one JSON line per cell.
+
+A cell is (model, sampler, NFE, options, n, seed); its key is that tuple as JSON. Cells whose
+key is already in the output file are skipped, so an interrupted sweep continues where it
+stopped and never recomputes a finished cell. λ values apply only to samplers with a ``lam``
+option, η values only to those with ``eta``; a sampler that cannot meet an NFE gets a row with
+an ``error`` instead of an FD. Each seed draws other samples (counter-based, :mod:`cosi.generate`),
+so the spread over seeds is the sampling noise of the FD.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+from .integrators import get_sampler
+
+
+def cell_key(model: str, sampler: str, nfe: int, options: dict, n: int, seed: int) -> str:
+    return json.dumps([model, sampler, nfe, options, n, seed], sort_keys=True)
+
+
+def make_cells(samplers, nfes, lams=(None,), etas=(None,), grids=(None,), seeds=(0,)) -> list[dict]:
+    """Every combination, with λ and η given only to the samplers that take them."""
+    cells = []
+    for sampler in samplers:
+        opts = get_sampler(sampler).options
+        for nfe, lam, eta, grid, seed in itertools.product(nfes, lams if "lam" in opts else (None,),
+                                                           etas if "eta" in opts else (None,), grids, seeds):
+            o = {k: v for k, v in (("lam", lam), ("eta", eta), ("grid", grid)) if v is not None}
+            cell = {"sampler": sampler, "nfe": nfe, "options": o, "seed": seed}
+            if cell not in cells:
+                cells.append(cell)
+    return cells
+
+
+def read_rows(path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], out, *, n: int = 10_000,
+              batch_size: int = 1000, minutes: float | None = None, extra: dict | None = None,
+              log=print) -> list[dict]:
+    """Run the cells not yet in ``out`` (JSONL), appending one row each; returns the new rows.
+    ``minutes``: start no new cell after that much wall time. ``extra``: fields added to each row."""
+    from .evaluate import model_fd
+
+    t0 = time.monotonic()
+    out = Path(out)
+    done = {r["key"] for r in read_rows(out)}
+    new = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as f:
+        for c in cells:
+            key = cell_key(model_name, c["sampler"], c["nfe"], c["options"], n, c["seed"])
+            if key in done:
+                continue
+            if minutes is not None and time.monotonic() - t0 > 60 * minutes:
+                log(f"time budget of {minutes} min reached; run again to continue")
+                break
+            row = {"key": key, "model": model_name, **(extra or {})}
+            try:
+                opts = dict(c["options"])
+                if opts.get("lam") == "auto":
+                    from .autolam import choose_lambda
+
+                    rest = {k: v for k, v in opts.items() if k != "lam"}
+                    tuning = choose_lambda(model.eps_model, model.process, c["sampler"], c["nfe"], model.data_shape,
+                                           device=model.device, **rest)
+                    opts["lam"] = tuning["lam"]
+                    row.update({"lam_chosen": tuning["lam"], "tuning_calls": tuning["calls"],
+                                "tuning_probe": tuning["probe"]})
+                r = model_fd(model, features, ref_stats, c["sampler"], c["nfe"], n, batch_size, seed=c["seed"], **opts)
+                row.update({**r, **c["options"]})
+            except ValueError as e:  # an NFE or option this sampler cannot take
+                row.update({"sampler": c["sampler"], "nfe": c["nfe"], **c["options"], "seed": c["seed"], "n": n,
+                            "error": str(e)})
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            new.append(row)
+            what = f"FD {row['fd']:.3f} ({row['images_per_s']:.0f} img/s)" if "fd" in row else row["error"]
+            log(f"{model_name} {c['sampler']} nfe={c['nfe']} {c['options']} seed={c['seed']}: {what}")
+    return new

@@ -1,0 +1,65 @@
+"""Sweeps resume without recomputing finished cells; plots are written from their rows."""
+
+from types import SimpleNamespace
+
+import torch
+from typer.testing import CliRunner
+
+import cosi
+from cosi.cli import app
+from cosi.metrics import feature_stats
+from cosi.oracle import GaussianMixture
+from cosi.sweep import make_cells, read_rows, run_sweep
+
+
+class FlatFeatures:
+    dim = 16
+
+    def stats(self, batches):
+        return feature_stats(lambda x: x.flatten(1), batches, self.dim)
+
+
+def image_model():
+    p = cosi.make_process("vp")
+    gmm = GaussianMixture.random(d=16, shape=(1, 4, 4), seed=0)
+    return SimpleNamespace(eps_model=gmm.eps_model(p), process=p, data_shape=(1, 4, 4), device=torch.device("cpu")), gmm
+
+
+def test_cells_give_lam_and_eta_only_to_samplers_that_take_them():
+    cells = make_cells(["euler", "lambda-ddim-1", "em"], [10], lams=[0.0, 1.0], etas=[0.5], seeds=[0, 1])
+    assert {(c["sampler"], tuple(sorted(c["options"].items()))) for c in cells} == {
+        ("euler", ()), ("lambda-ddim-1", (("lam", 0.0),)), ("lambda-ddim-1", (("lam", 1.0),)), ("em", (("eta", 0.5),))}
+    assert len(cells) == 8  # four settings x two seeds
+
+
+def test_sweep_skips_finished_cells_and_redoes_only_the_missing_one(tmp_path):
+    model, gmm = image_model()
+    feats = FlatFeatures()
+    ref = feats.stats([gmm.sample(400, torch.Generator().manual_seed(0)).float()])
+    cells = make_cells(["ddim", "lambda-ddim-1"], [0, 4, 8], lams=[0.5], seeds=[0, 1])
+    out = tmp_path / "sweep.jsonl"
+    first = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
+    assert len(first) == len(cells) == 12
+    assert sum("error" in r for r in first) == 4 and all("fd" in r for r in first if r["nfe"] > 0)
+    fd8 = {r["seed"]: r["fd"] for r in first if r["sampler"] == "ddim" and r["nfe"] == 8}
+    assert fd8[0] != fd8[1]  # seeds draw other samples
+    assert run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None) == []
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:-1]) + "\n")  # as if killed during the last cell
+    again = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
+    assert len(again) == 1 and again[0]["key"] == read_rows(tmp_path / "sweep.jsonl")[-1]["key"]
+    assert len(read_rows(out)) == 12
+
+
+def test_plots_from_sweep_rows(tmp_path):
+    rows = [{"sampler": "lambda-ddim-1", "nfe": k, "lam": lam, "seed": s, "fd": 10.0 / k + lam + s}
+            for k in (10, 20) for lam in (0.0, 1.0) for s in (0, 1)]
+    (tmp_path / "r.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    runner = CliRunner()
+    for args in (["plot", "nfe", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "a.png")],
+                 ["plot", "lam", str(tmp_path / "r.jsonl"), "-s", "lambda-ddim-1", "--out", str(tmp_path / "b.svg")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    assert (tmp_path / "a.png").stat().st_size > 1000 and (tmp_path / "b.svg").read_text().startswith("<?xml")
+    r = runner.invoke(app, ["plot", "lam", str(tmp_path / "r.jsonl"), "-s", "ddim", "--out", str(tmp_path / "c.png")])
+    assert r.exit_code != 0 and "no rows of sampler 'ddim'" in r.output

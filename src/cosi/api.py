@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .integrators import SAMPLERS, build_plan
+from .integrators import SAMPLERS, build_plan, get_sampler
 from .integrators.plan import run_plan
 from .processes import LinearProcess, make_process
 
@@ -65,7 +65,11 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         tuning = choose_lambda(eps_model, process, sampler, nfe, data_shape, grid=grid, denoise=denoise,
                                device=where, **{k: v for k, v in options.items() if k != "lam"})
         options = {**options, "lam": tuning["lam"]}
-    plan = build_plan(sampler, process, nfe, grid=grid, denoise=denoise, **options)
+    spec = get_sampler(sampler)
+    if spec.run is not None:
+        _check_external(spec, process, grid, denoise, options)
+    else:
+        plan = build_plan(sampler, process, nfe, grid=grid, denoise=denoise, **options)
     if z_T is None:
         if shape is None:
             raise ValueError("give z_T (the initial state) or shape (the data shape, e.g. (B, C, H, W))")
@@ -75,9 +79,26 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         z_T = z_T.to(device or z_T.device)
     else:
         _check_state(z_T, process)
-    z, calls = run_plan(plan, eps_model, z_T, generator=generator, noise=noise, progress=progress,
-                        callback=callback)
+    if spec.run is not None:
+        z, calls = spec.run(eps_model, process, nfe, z_T, **options)
+    else:
+        z, calls = run_plan(plan, eps_model, z_T, generator=generator, noise=noise, progress=progress,
+                            callback=callback)
     return SampleResult(x=process.data_block(z), z=z, nfe=calls, tuning=tuning)
+
+
+def _check_external(spec, process: LinearProcess, grid, denoise: bool, options: dict) -> None:
+    """The checks build_plan makes, for a sampler run by another library."""
+    if process.name not in spec.processes:
+        raise ValueError(f"sampler {spec.name!r} is not defined for {process.name}; it supports "
+                         f"{', '.join(spec.processes)}")
+    unknown = set(options) - set(spec.options)
+    if unknown:
+        raise ValueError(f"sampler {spec.name!r} has no option(s) {sorted(unknown)}; its options are "
+                         f"{sorted(spec.options)}")
+    if grid is not None or denoise:
+        raise ValueError(f"sampler {spec.name!r} takes its own timesteps (option timestep_spacing) and ends "
+                         "at t_min; grid= and denoise= do not apply")
 
 
 def _check_state(z: Tensor, process: LinearProcess) -> None:

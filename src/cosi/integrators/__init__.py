@@ -25,17 +25,20 @@ class Sampler:
     """A named sampler.
 
     ``build(process, nfe, grid, denoise, **options) -> Plan``; ``default_grid`` maps a
-    process name to the grid chosen by measurement (docs/integrators.md).
+    process name to the grid chosen by measurement (docs/integrators.md). A sampler run by
+    another library (the diffusers baselines) has no plan: ``build`` is None and
+    ``run(eps_model, process, nfe, z_T, **options) -> (z, calls)`` samples directly.
     """
 
     name: str
     description: str
-    build: Callable
+    build: Callable | None
     options: dict = field(default_factory=dict)
     processes: tuple = ("vp", "cld", "psld")
     default_grid: dict = field(default_factory=dict)
     stochastic: bool = False
     doc: str = ""
+    run: Callable | None = None
 
     def grid(self, process: LinearProcess) -> str:
         return self.default_grid.get(process.name, "uniform")
@@ -141,6 +144,23 @@ register_splitting("sscs", "CLD's symmetric splitting sampler SSCS (Dockhorn et 
                    Scheme("O*BAO", (H, 1, 1, H), "euler", "reduced", o_part="linear"), eta=1.0)
 
 
+def _register_baselines() -> None:
+    from .. import baselines
+
+    common = {"solver_order": 2, "timestep_spacing": "linspace", "lower_order_final": True}
+    for name, description, extra in [
+        ("dpm-solver++", "DPM-Solver++ (2M) on VP, diffusers' scheduler (baseline, 1 NFE/step)",
+         {"use_lu_lambdas": False}),
+        ("unipc", "UniPC (bh2, order 2) on VP, diffusers' scheduler (baseline, 1 NFE/step)", {}),
+    ]:
+        run = (lambda n: lambda eps_model, process, nfe, z, **o: baselines.run(n, eps_model, process, nfe, z, **o))(name)
+        SAMPLERS[name] = Sampler(name, description, None, {**common, **extra}, processes=("vp",),
+                                 doc=baselines.__doc__, run=run)
+
+
+_register_baselines()
+
+
 def get_sampler(name: str) -> Sampler:
     try:
         return SAMPLERS[name]
@@ -176,6 +196,9 @@ def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: 
     if unknown:
         raise ValueError(f"sampler {name!r} has no option(s) {sorted(unknown)}; its options are "
                          f"{sorted(s.options) or 'none'}")
+    if s.build is None:
+        raise ValueError(f"sampler {name!r} is run step by step by another library and has no plan; "
+                         "call it through cosi.sample")
     grid = s.grid(process) if grid is None else grid
     key = (name, process.key, nfe, _freeze(grid), bool(denoise), _freeze(sorted(options.items())))
     if key in _CACHE:

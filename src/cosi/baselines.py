@@ -1,0 +1,71 @@
+"""DPM-Solver++ (2M) and UniPC on VP, run by diffusers' own schedulers (the peer implementation).
+
+A continuous VP process is handed to a diffusers multistep scheduler as the discrete schedule
+whose cumulative products are exactly cosi's α_t² at N = ``num_train_timesteps`` times,
+
+    ᾱ_n = α(t_n)²,   t_n = t_min + n (T − t_min)/(N − 1),   β_n = 1 − ᾱ_n/ᾱ_{n−1}  (ᾱ_{−1} = 1),
+
+so timestep n of the scheduler is time t_n of the process (n = 0 is t_min, n = N − 1 is T).
+The scheduler runs with ``final_sigmas_type="sigma_min"``: it integrates from T down to t_min,
+like every cosi sampler without a final denoising step, and makes one network call per step
+(NFE = steps). The rest is diffusers' defaults: ``timestep_spacing="linspace"``, second order,
+lower order at the last steps; ``options`` override any scheduler argument (e.g.
+``solver_order=3``, ``use_lu_lambdas=True`` for steps uniform in log-SNR).
+Needs the ``diffusers`` extra.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .processes import f64
+
+SCHEDULERS = {
+    "dpm-solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "unipc": ("UniPCMultistepScheduler", {"solver_order": 2}),
+}
+
+
+def discrete_schedule(process, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """(times t_n, betas β_n) of the discrete schedule matching a VP process at n times."""
+    if process.name != "vp":
+        raise ValueError(f"diffusers' schedulers are VP samplers; got a {process.name} process")
+    t = torch.linspace(process.t_min, process.T, n, dtype=f64)
+    abar = process.marginal(t).mean[:, 0] ** 2
+    betas = 1 - abar / torch.cat([torch.ones(1, dtype=f64), abar[:-1]])
+    return t.numpy(), betas.numpy()
+
+
+def make_scheduler(name: str, process, num_train_timesteps: int = 1000, **options):
+    try:
+        import diffusers
+    except ImportError:
+        raise ImportError(f"sampler {name!r} runs diffusers' scheduler: pip install 'cosi[diffusers]'") from None
+    cls_name, defaults = SCHEDULERS[name]
+    _, betas = discrete_schedule(process, num_train_timesteps)
+    return getattr(diffusers, cls_name)(num_train_timesteps=num_train_timesteps, trained_betas=betas,
+                                        prediction_type="epsilon", final_sigmas_type="sigma_min",
+                                        **{**defaults, **options})
+
+
+@torch.no_grad()
+def run(name: str, eps_model, process, nfe: int, z: Tensor, num_train_timesteps: int = 1000,
+        **options) -> tuple[Tensor, int]:
+    """Sample with diffusers' scheduler ``name`` from state z at T; returns (final state, calls)."""
+    if nfe < 1:
+        raise ValueError(f"nfe={nfe}: {name} needs at least one network call")
+    if nfe >= num_train_timesteps:
+        raise ValueError(f"nfe={nfe}: {name} takes at most {num_train_timesteps - 1} steps of its "
+                         f"{num_train_timesteps}-step schedule")
+    sched = make_scheduler(name, process, num_train_timesteps, **options)
+    sched.set_timesteps(nfe, device=z.device)
+    times, _ = discrete_schedule(process, num_train_timesteps)
+    calls = 0
+    for n in sched.timesteps:
+        t = torch.full((z.shape[0],), float(times[int(n)]), device=z.device, dtype=z.dtype)
+        eps = eps_model(z, t)
+        z = sched.step(eps.to(z.dtype), n, z).prev_sample
+        calls += 1
+    return z, calls

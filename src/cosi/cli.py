@@ -106,10 +106,19 @@ def sample(
 
     opts = _sampler_options(lam, eta, option)
     if model is not None or checkpoint is not None or preset is not None:
-        m, describe = _load_model(model, checkpoint, preset, raw_weights, trust_pickle, device, dtype)
+        import torch.distributed as dist
+
+        from .train import pick_device
+
+        dev = _init_distributed(pick_device(device))
+        m, describe = _load_model(model, checkpoint, preset, raw_weights, trust_pickle, str(dev), dtype)
         if compile:
             m.compile()
-        _sample_model(m, describe, sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet, opts)
+        try:
+            _sample_model(m, describe, sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet, opts)
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
         return
     try:
         proc = make_process(process)
@@ -166,7 +175,7 @@ def _load_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool
     dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if dt is None:
         _fail(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
-    dev = _init_distributed(pick_device(device))
+    dev = pick_device(device)
     if model is not None and (checkpoint is not None or preset is not None):
         _fail("give either --model or --checkpoint with --preset, not both")
     try:
@@ -198,7 +207,7 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
     import torch.distributed as dist
 
     if dist.is_initialized() and dist.get_rank() != 0:
-        return
+        return  # rank 0 draws the grid and reports
     first = load_image_folder(out / "images", channels=m.data_shape[0], limit=64).images
     pic = save_image_grid(first.float() / 127.5 - 1, out / "samples.png", scale=3 if m.data_shape[1] <= 32 else 1)
     if not quiet:

@@ -54,35 +54,23 @@ def oracle_benchmark(process, sampler: str, nfe: int, *, d: int = 32, n: int = 6
 
 
 def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000, batch_size: int = 1000, *,
-             seed: int = 0, keep: int = 0, **options) -> dict:
+             seed: int = 0, **options) -> dict:
     """FD between ``n`` samples of ``model`` and ``ref_stats`` in the space of ``features``
-    (e.g. :class:`cosi.metrics.ClassifierFeatures`), samples seeded as in :mod:`cosi.generate`.
-    Returns a dict with fd, the wall time, images/s and, if ``keep`` > 0, the first ``keep``
-    samples under "samples"."""
+    (e.g. :class:`cosi.metrics.ClassifierFeatures`), samples seeded as in :mod:`cosi.generate`
+    (so ``generate.sample_range`` redraws any of them). Returns a dict with the FD, the wall
+    time and images/s."""
     import time
 
     from .generate import batches
     from .metrics import fd
 
-    kept = []
-
-    def tap(batches):
-        for x in batches:
-            if sum(map(len, kept)) < keep:
-                kept.append(x[:keep].cpu())
-            yield x
-
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    stats = features.stats(tap(batches(model, sampler, nfe, n, batch_size, seed=seed, **options)))
+    stats = features.stats(batches(model, sampler, nfe, n, batch_size, seed=seed, **options))
     secs = time.perf_counter() - t0
-    out = {"sampler": sampler, "nfe": nfe, "n": n, "seed": seed, "seeding": "counter", **options,
-           "fd": fd(stats, ref_stats),
-           "seconds": round(secs, 2), "images_per_s": round(n / secs, 1)}
-    if keep:
-        out["samples"] = torch.cat(kept)[:keep]
-    return out
+    return {"sampler": sampler, "nfe": nfe, "n": n, "seed": seed, "seeding": "counter", **options,
+            "fd": fd(stats, ref_stats), "seconds": round(secs, 2), "images_per_s": round(n / secs, 1)}
 
 
 def reference_stats(features, kind: str, ref: str, *, ref_dir=None, cache=None, channels: int = 3):

@@ -71,8 +71,8 @@ def register(name: str, description: str, *, coeffs: Callable | None = None,
     SAMPLERS[name] = Sampler(name, description, build, options or {}, doc=doc or "", **kw)
 
 
-# Default grids: chosen by measurement on the exact-score oracles (docs/integrators.md,
-# benchmarks/grid_choice.py). On PSLD the stiff end near t_min dominates the error.
+# Default grids: chosen by measurement on the exact-score oracles (docs/integrators.md, "Default
+# time grids"). On PSLD the stiff end near t_min dominates the error.
 _ODE_GRIDS = {"vp": "quadratic", "cld": "quadratic", "psld": "quadratic"}
 
 register("euler", "Euler on the probability-flow ODE (order 1, 1 NFE/step)",

@@ -38,3 +38,23 @@ def test_auto_lambda_is_cached_and_refused_for_samplers_without_lam():
     assert a is b
     with pytest.raises(ValueError, match="has no lam option"):
         cosi.sample(eps, p, "euler", 20, shape=(2, 32), lam="auto")
+
+
+def test_auto_lambda_cache_knows_a_model_by_its_instance_not_its_bound_method():
+    from cosi.autolam import choose_lambda
+
+    p = cosi.make_process("vp")
+    gmm, _, _ = oracle_setup(p, d=32, n=64)
+
+    class Model:
+        def __init__(self, scale):
+            self.f, self.scale = gmm.eps_model(p), scale
+
+        def eps_model(self, z, t):
+            return self.scale * self.f(z, t)
+
+    a, b = Model(1.0), Model(0.5)
+    ta = choose_lambda(a.eps_model, p, "lambda-ddim-1", 10, (32,))
+    assert choose_lambda(a.eps_model, p, "lambda-ddim-1", 10, (32,)) is ta  # a new bound method, same model
+    tb = choose_lambda(b.eps_model, p, "lambda-ddim-1", 10, (32,))
+    assert tb is not ta and tb["calls"] > 0

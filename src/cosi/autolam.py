@@ -32,6 +32,7 @@ PROBE_SEED = 0x5EED
 COARSE = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
 LIMIT = 12.0  # the grid is extended past an edge optimum up to |λ| = LIMIT
 _CACHE: dict = {}
+_PINNED: list = []  # the eps_models (or their owners) whose ids key _CACHE
 
 
 def reference_sampler(process) -> str:
@@ -39,9 +40,18 @@ def reference_sampler(process) -> str:
     return "ddim" if process.k == 1 else "csps-d"
 
 
+def _owner(eps_model):
+    """What identifies an eps_model across calls: a bound method (``model.eps_model`` is a new
+    object at every access) by its instance and function. Cache entries keep it alive, so its
+    id cannot be reused by another object while they exist."""
+    owner = getattr(eps_model, "__self__", None)
+    return (owner, eps_model.__func__) if owner is not None else (eps_model, None)
+
+
 def _key(eps_model, process, sampler, nfe, grid, denoise, options, data_shape):
     frozen = tuple(sorted((k, str(v)) for k, v in options.items()))
-    return (id(eps_model), process.key, sampler, nfe, str(grid), bool(denoise), frozen, tuple(data_shape))
+    owner, func = _owner(eps_model)
+    return (id(owner), func, process.key, sampler, nfe, str(grid), bool(denoise), frozen, tuple(data_shape))
 
 
 def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, grid=None, denoise: bool = False,
@@ -62,10 +72,11 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
     z_T = prior(process, data_shape, keys, dtype)
     ref_name = reference_sampler(process)
     ref_nfe = ref_nfe or max(500, 4 * nfe)
-    ref_key = (id(eps_model), process.key, ref_name, ref_nfe, tuple(data_shape))
+    ref_key = (*_key(eps_model, process, ref_name, ref_nfe, None, False, {}, data_shape), "reference")
     calls = 0
     if ref_key not in _CACHE:
         _CACHE[ref_key] = sample(eps_model, process, ref_name, ref_nfe, z_T=z_T).x
+        _PINNED.append(_owner(eps_model)[0])
         calls = ref_nfe
     x_ref = _CACHE[ref_key]
     proxy = {}
@@ -99,6 +110,7 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
     best = min(proxy, key=proxy.get)
     out = {"lam": best, "proxy": proxy, "calls": calls, "probe": PROBE, "reference": f"{ref_name}@{ref_nfe}"}
     _CACHE[key] = out
+    _PINNED.append(_owner(eps_model)[0])
     return out
 
 

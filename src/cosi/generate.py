@@ -104,7 +104,9 @@ def batches(model, sampler: str, nfe: int, n: int, batch_size: int, *, seed: int
 
 def to_uint8(x: Tensor) -> np.ndarray:
     """(B, C, H, W) in [−1, 1] -> (B, H, W, C) uint8."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    from .data import from_unit_range
+
+    return from_unit_range(x).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:

@@ -36,7 +36,9 @@ def fd(a: FeatureStats, b: FeatureStats) -> float:
 
 def quantize(x: Tensor) -> Tensor:
     """Images in [−1, 1] rounded to the 256 levels of an 8-bit image (still in [−1, 1])."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+    from .data import from_unit_range, to_unit_range
+
+    return to_unit_range(from_unit_range(x))
 
 
 @torch.no_grad()
@@ -113,7 +115,9 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
-        u8 = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        from .data import from_unit_range
+
+        u8 = from_unit_range(x)
         if u8.shape[1] == 1:
             u8 = u8.repeat(1, 3, 1, 1)
         return self.net(u8.to(self.device))[0]

@@ -1,0 +1,127 @@
+"""The GPU study of issues 4 and 8, in priority order, resumable across device sessions.
+
+    python benchmarks/study.py --out benchmarks/results/study --minutes 20 [--n 10000] [--stage NAME ...]
+
+Stages (each appends JSON lines to OUT/<stage>.jsonl and skips what is already there, so the
+same command continues in the next session where this one stopped):
+
+  speed      `cosi bench speed` for every sampler: NFE 20 and 50, batch 64 and 256, eager and compiled
+  psld       FD vs NFE {10, 20, 50, 100, 200} for every PSLD sampler (the paper's Table 2 and more)
+  vp         the same for every VP sampler, DPM-Solver++ and UniPC included
+  lam        FD vs λ (−6 … 4) for lambda-ddim-2 / csps-d (PSLD) and lambda-ddim-1 (VP), plus lam=auto
+  seeds      a second seed for the rows of psld and vp at NFE 20 and 50 (the FD's sampling noise)
+
+FD: the shipped classifier's features, --n samples against the 10k Fashion-MNIST test images;
+network in bf16 with torch.compile (CUDA graphs), state in float32. The 1000-step references the
+study is judged against come from benchmarks/fmnist_fd.py (benchmarks/results/fmnist_fd.jsonl).
+`benchmarks/render.py` turns the results into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from cosi.evaluate import feature_space, reference_stats
+from cosi.integrators import SAMPLERS
+from cosi.models.checkpoint import load
+from cosi.sweep import make_cells, run_sweep
+
+NFES = [10, 20, 50, 100, 200]
+STAGES = ["speed", "psld", "vp", "lam", "seeds"]
+
+
+def samplers_of(process: str) -> list[str]:
+    return [n for n, s in SAMPLERS.items() if process in s.processes and n != "conjugate"]
+
+
+def sweeps(stage: str) -> list[tuple[str, list[dict]]]:
+    """(model, cells) pairs of a stage."""
+    if stage == "psld":
+        return [("fmnist-psld", make_cells(samplers_of("psld"), NFES))]
+    if stage == "vp":
+        return [("fmnist-vp", make_cells(samplers_of("vp"), NFES))]
+    if stage == "lam":
+        lams = [-6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, "auto"]
+        return [("fmnist-psld", make_cells(["lambda-ddim-2", "csps-d"], [10, 20, 50, 100], lams=lams)),
+                ("fmnist-vp", make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=lams))]
+    if stage == "seeds":
+        return [("fmnist-psld", make_cells(samplers_of("psld"), [20, 50], seeds=[1])),
+                ("fmnist-vp", make_cells(samplers_of("vp"), [20, 50], seeds=[1]))]
+    raise ValueError(stage)
+
+
+def speed(out: Path, minutes_left: float, device: str, batch_sizes=(64, 256), nfes=(20, 50), samplers=None) -> None:
+    done = {(r["model"], r["sampler"], r["nfe"], r["batch_size"], r["compiled"])
+            for r in map(json.loads, out.read_text().splitlines())} if out.is_file() else set()
+    t0 = time.monotonic()
+    for model in ("fmnist-psld", "fmnist-vp"):
+        for compiled in (False, True):
+            for b in batch_sizes:
+                for nfe in nfes:
+                    todo = [s for s in samplers or samplers_of(model.split("-")[1])
+                            if (model, s, nfe, b, compiled) not in done and SAMPLERS[s].build is not None]
+                    if not todo or time.monotonic() - t0 > 60 * minutes_left:
+                        continue
+                    cmd = [sys.executable, "-m", "cosi", "bench", "speed", "-m", model, "--nfe", str(nfe),
+                           "--batch-size", str(b), "--device", device, "--json",
+                           "--compile" if compiled else "--no-compile"] + [a for s in todo for a in ("-s", s)]
+                    res = subprocess.run(cmd, capture_output=True, text=True)
+                    if res.returncode:
+                        print(res.stderr[-2000:], flush=True)
+                        continue
+                    with out.open("a") as f:
+                        for line in res.stdout.splitlines():
+                            if line.startswith("{"):
+                                f.write(json.dumps({"model": model, **json.loads(line)}) + "\n")
+                    print(f"speed {model} compiled={compiled} batch={b} nfe={nfe}: {len(todo)} samplers", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/study"))
+    ap.add_argument("--stage", action="append", choices=STAGES, help="default: all, in order")
+    ap.add_argument("--minutes", type=float, default=20.0, help="start no new cell after this wall time")
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--batch-size", type=int, default=2000)
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--no-compile", action="store_true")
+    args = ap.parse_args()
+    t0 = time.monotonic()
+    left = lambda: args.minutes - (time.monotonic() - t0) / 60  # noqa: E731
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    torch.backends.cudnn.benchmark = True
+    args.out.mkdir(parents=True, exist_ok=True)
+    features, kind, ref_name = feature_space("classifier", (1, 28, 28), dev)
+    ref = reference_stats(features, kind, ref_name, ref_dir=args.data_dir)
+    hw = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    extra = {"features": kind, "device": hw, "dtype": str(dtype).removeprefix("torch."),
+             "compiled": not args.no_compile and dev == "cuda"}
+    models = {}
+    for stage in args.stage or STAGES:
+        if left() <= 0:
+            break
+        if stage == "speed":
+            speed(args.out / "speed.jsonl", left(), dev)
+            continue
+        for name, cells in sweeps(stage):
+            if left() <= 0:
+                break
+            if name not in models:
+                models[name] = load(name, device=dev, dtype=dtype)
+                if extra["compiled"]:
+                    models[name].compile()
+            run_sweep(models[name], name, features, ref, cells, args.out / f"{stage}.jsonl", n=args.n,
+                      batch_size=args.batch_size, minutes=left(), extra=extra, log=lambda s: print(s, flush=True))
+    print(f"study: {(time.monotonic() - t0) / 60:.1f} min on {hw}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ same command continues in the next session where this one stopped):
   lam        FD vs λ (−6 … 4) for lambda-ddim-2 / csps-d (PSLD) and lambda-ddim-1 (VP), plus lam=auto
   seeds      a second seed for the rows of psld and vp at NFE 20 and 50 (the FD's sampling noise)
 
-FD: the shipped classifier's features, --n samples against the 10k Fashion-MNIST test images;
+FD and KID: the shipped classifier's features, --n samples against the 10k Fashion-MNIST test images;
 network in bf16 with torch.compile (CUDA graphs), state in float32. The 1000-step references the
 study is judged against come from benchmarks/fmnist_fd.py (benchmarks/results/fmnist_fd.jsonl).
 `benchmarks/render.py` turns the results into docs/benchmarks.md.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from cosi.evaluate import feature_space, reference_stats
+from cosi.evaluate import feature_space, reference_images, reference_stats
 from cosi.integrators import SAMPLERS
 from cosi.models.checkpoint import load
 from cosi.sweep import make_cells, run_sweep
@@ -101,6 +101,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     features, kind, ref_name = feature_space("classifier", (1, 28, 28), dev)
     ref = reference_stats(features, kind, ref_name, ref_dir=args.data_dir)
+    ref_features = features.image_features(reference_images(ref_name, args.data_dir))  # for the KID
     hw = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     extra = {"features": kind, "device": hw, "dtype": str(dtype).removeprefix("torch."),
              "compiled": not args.no_compile and dev == "cuda"}
@@ -119,7 +120,8 @@ def main() -> None:
                 if extra["compiled"]:
                     models[name].compile()
             run_sweep(models[name], name, features, ref, cells, args.out / f"{stage}.jsonl", n=args.n,
-                      batch_size=args.batch_size, minutes=left(), extra=extra, log=lambda s: print(s, flush=True))
+                      batch_size=args.batch_size, minutes=left(), extra=extra, ref_features=ref_features,
+                      log=lambda s: print(s, flush=True))
     print(f"study: {(time.monotonic() - t0) / 60:.1f} min on {hw}", flush=True)
 
 

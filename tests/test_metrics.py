@@ -56,3 +56,14 @@ def test_shipped_classifier_is_accurate_and_its_features_separate_data_from_nois
     a, b = feats.image_stats(test.images[:1000]), feats.image_stats(test.images[1000:2000])
     noise = feats.stats([torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1])
     assert fd(a, b) * 20 < fd(a, noise)
+
+
+def test_kid_is_centred_on_zero_for_one_distribution_and_sees_a_shift():
+    from cosi.metrics import kid
+
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(2000, 8, generator=g), torch.randn(2000, 8, generator=g)
+    same, spread = kid(a, b, subsets=20, subset_size=500)
+    assert abs(same) < 3 * spread / 20 ** 0.5 + 1e-3
+    shifted, _ = kid(a, b + 0.5, subsets=20, subset_size=500)
+    assert shifted > 20 * max(abs(same), spread / 20 ** 0.5)

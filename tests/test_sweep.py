@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 import cosi
 from cosi.cli import app
-from cosi.metrics import feature_stats
+from cosi.metrics import feature_stats, quantize
 from cosi.oracle import GaussianMixture
 from cosi.sweep import make_cells, read_rows, run_sweep
 
@@ -17,6 +17,9 @@ class FlatFeatures:
 
     def stats(self, batches):
         return feature_stats(lambda x: x.flatten(1), batches, self.dim)
+
+    def collect(self, batches):
+        return torch.cat([quantize(x).flatten(1) for x in batches])
 
 
 def image_model():
@@ -63,3 +66,16 @@ def test_plots_from_sweep_rows(tmp_path):
     assert (tmp_path / "a.png").stat().st_size > 1000 and (tmp_path / "b.svg").read_text().startswith("<?xml")
     r = runner.invoke(app, ["plot", "lam", str(tmp_path / "r.jsonl"), "-s", "ddim", "--out", str(tmp_path / "c.png")])
     assert r.exit_code != 0 and "no rows of sampler 'ddim'" in r.output
+
+
+def test_sweep_rows_carry_the_kid_when_given_reference_features(tmp_path):
+    model, gmm = image_model()
+    feats = FlatFeatures()
+    data = gmm.sample(600, torch.Generator().manual_seed(1)).float()
+    ref, ref_features = feats.stats([data]), feats.collect([data])
+    cells = make_cells(["ddim"], [2, 20])
+    rows = run_sweep(model, "oracle", feats, ref, cells, tmp_path / "k.jsonl", n=300, batch_size=100,
+                     ref_features=ref_features, log=lambda s: None)
+    coarse, fine = rows
+    assert coarse["kid"] > fine["kid"] and coarse["kid_std"] > 0
+    assert abs(fine["fd"]) < coarse["fd"]

@@ -267,10 +267,12 @@ def sweep(
     dtype: str = typer.Option("float32", "--dtype", help="network dtype: float32, bfloat16, float16"),
     compile: bool = typer.Option(False, "--compile/--no-compile"),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="start no new cell after this wall time"),
+    kid: bool = typer.Option(False, "--kid/--no-kid", help="also the KID against the reference's features "
+                             "(not with a statistics .npz as --ref)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """FD over samplers × NFE × lam × eta × grid × seed; one JSON line per cell, resumable."""
-    from .evaluate import feature_space, reference_stats
+    """FD (and KID) over samplers × NFE × lam × eta × grid × seed; one JSON line per cell, resumable."""
+    from .evaluate import feature_space, reference_images, reference_stats
     from .sweep import make_cells, run_sweep
 
     m, _ = _load_model(model, None, None, False, False, device, dtype)
@@ -282,12 +284,18 @@ def sweep(
         ref_stats = reference_stats(features, kind, default_ref if ref == "auto" else ref, ref_dir=ref_dir,
                                     cache=cache, channels=m.data_shape[0])
         cells = make_cells(sampler, nfe, lams, eta or [None], grid or [None], seed)
+        ref_features = None
+        if kid:
+            if ref.endswith(".npz"):
+                _fail("--kid needs the reference images, not a statistics .npz")
+            images = reference_images(default_ref if ref == "auto" else ref, ref_dir, m.data_shape[0])
+            ref_features = features.image_features(images)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
         _fail(str(e))
     extra = {"features": kind, "device": str(m.device), "dtype": str(m.dtype).removeprefix("torch."),
              "compiled": compile}
     run_sweep(m, model, features, ref_stats, cells, out, n=n, batch_size=batch_size, minutes=minutes, extra=extra,
-              log=(lambda s: None) if quiet else typer.echo)
+              ref_features=ref_features, log=(lambda s: None) if quiet else typer.echo)
 
 
 plot_app = typer.Typer(no_args_is_help=True, help="Figures from sweep results and sample folders.")

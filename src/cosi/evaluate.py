@@ -54,23 +54,33 @@ def oracle_benchmark(process, sampler: str, nfe: int, *, d: int = 32, n: int = 6
 
 
 def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000, batch_size: int = 1000, *,
-             seed: int = 0, **options) -> dict:
+             seed: int = 0, ref_features=None, **options) -> dict:
     """FD between ``n`` samples of ``model`` and ``ref_stats`` in the space of ``features``
     (e.g. :class:`cosi.metrics.ClassifierFeatures`), samples seeded as in :mod:`cosi.generate`
-    (so ``generate.sample_range`` redraws any of them). Returns a dict with the FD, the wall
+    (so ``generate.sample_range`` redraws any of them). With ``ref_features`` (N, dim) the KID
+    against them too. Returns a dict with the FD (and KID ± its spread over subsets), the wall
     time and images/s."""
     import time
 
     from .generate import batches
-    from .metrics import fd
+    from .metrics import fd, kid
+    from .stats import FeatureStats
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    stats = features.stats(batches(model, sampler, nfe, n, batch_size, seed=seed, **options))
+    draws = batches(model, sampler, nfe, n, batch_size, seed=seed, **options)
+    if ref_features is None:
+        stats, feats = features.stats(draws), None
+    else:
+        feats = features.collect(draws)
+        stats = FeatureStats(feats.shape[1]).update(feats)
     secs = time.perf_counter() - t0
-    return {"sampler": sampler, "nfe": nfe, "n": n, "seed": seed, "seeding": "counter", **options,
-            "fd": fd(stats, ref_stats), "seconds": round(secs, 2), "images_per_s": round(n / secs, 1)}
+    out = {"sampler": sampler, "nfe": nfe, "n": n, "seed": seed, "seeding": "counter", **options,
+           "fd": fd(stats, ref_stats), "seconds": round(secs, 2), "images_per_s": round(n / secs, 1)}
+    if feats is not None:
+        out["kid"], out["kid_std"] = kid(feats, ref_features)
+    return out
 
 
 def reference_stats(features, kind: str, ref: str, *, ref_dir=None, cache=None, channels: int = 3):
@@ -80,7 +90,6 @@ def reference_stats(features, kind: str, ref: str, *, ref_dir=None, cache=None, 
     import hashlib
     from pathlib import Path
 
-    from .data import load_cifar10, load_fashion_mnist, load_image_folder
     from .stats import FeatureStats
 
     if ref.endswith(".npz"):
@@ -91,16 +100,21 @@ def reference_stats(features, kind: str, ref: str, *, ref_dir=None, cache=None, 
     path = cache / f"{kind}-{name}.npz"
     if path.is_file():
         return FeatureStats.load(path)
-    if ref == "fmnist":
-        images = load_fashion_mnist(ref_dir, "test").images
-    elif ref == "cifar10":
-        images = load_cifar10(ref_dir, "train").images
-    else:
-        images = load_image_folder(ref, channels=channels).images
-    stats = features.image_stats(images)
+    stats = features.image_stats(reference_images(ref, ref_dir, channels))
     path.parent.mkdir(parents=True, exist_ok=True)
     stats.save(path)
     return stats
+
+
+def reference_images(ref: str, ref_dir=None, channels: int = 3):
+    """The uint8 images of a named reference ('fmnist': test split, 'cifar10': train split) or a folder."""
+    from .data import load_cifar10, load_fashion_mnist, load_image_folder
+
+    if ref == "fmnist":
+        return load_fashion_mnist(ref_dir, "test").images
+    if ref == "cifar10":
+        return load_cifar10(ref_dir, "train").images
+    return load_image_folder(ref, channels=channels).images
 
 
 def feature_space(kind: str, data_shape, device, inception_weights=None):

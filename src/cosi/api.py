@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .integrators import SAMPLERS, build_plan, get_sampler
+from .integrators import SAMPLERS, build_plan, check_sampler, get_sampler
 from .integrators.plan import run_plan
 from .processes import LinearProcess, make_process
 
@@ -89,13 +89,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
 
 def _check_external(spec, process: LinearProcess, grid, denoise: bool, options: dict) -> None:
     """The checks build_plan makes, for a sampler run by another library."""
-    if process.name not in spec.processes:
-        raise ValueError(f"sampler {spec.name!r} is not defined for {process.name}; it supports "
-                         f"{', '.join(spec.processes)}")
-    unknown = set(options) - set(spec.options)
-    if unknown:
-        raise ValueError(f"sampler {spec.name!r} has no option(s) {sorted(unknown)}; its options are "
-                         f"{sorted(spec.options)}")
+    check_sampler(spec, process, options)
     if grid is not None or denoise:
         raise ValueError(f"sampler {spec.name!r} takes its own timesteps (option timestep_spacing) and ends "
                          "at t_min; grid= and denoise= do not apply")

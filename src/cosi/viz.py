@@ -53,6 +53,12 @@ def save_scatter(x: Tensor, path, ref: Tensor | None = None, title: str = "") ->
     ax.set_ylabel("x[1]")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper right", fontsize=7)
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,12 +100,7 @@ def plot_fd_vs_nfe(rows: list[dict], path, title: str = "") -> Path:
     ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="FD", title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_fd_vs_lam(rows: list[dict], sampler: str, path, title: str = "") -> Path:
@@ -122,9 +123,4 @@ def plot_fd_vs_lam(rows: list[dict], sampler: str, path, title: str = "") -> Pat
     ax.set(yscale="log", xlabel="λ", ylabel="FD", title=title or sampler)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

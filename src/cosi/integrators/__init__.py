@@ -185,17 +185,22 @@ _CACHE: "OrderedDict[tuple, Plan]" = OrderedDict()
 _CACHE_SIZE = 256
 
 
+def check_sampler(s: Sampler, process: LinearProcess, options: dict) -> None:
+    """Refuse a process or options the sampler does not take."""
+    if process.name not in s.processes:
+        raise ValueError(f"sampler {s.name!r} is not defined for {process.name}; it supports "
+                         f"{', '.join(s.processes)}")
+    unknown = set(options) - set(s.options)
+    if unknown:
+        raise ValueError(f"sampler {s.name!r} has no option(s) {sorted(unknown)}; its options are "
+                         f"{sorted(s.options) or 'none'}")
+
+
 def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: bool = False,
                **options) -> Plan:
     """The plan of sampler ``name`` for exactly ``nfe`` network calls (cached)."""
     s = get_sampler(name)
-    if process.name not in s.processes:
-        raise ValueError(f"sampler {name!r} is not defined for {process.name}; it supports "
-                         f"{', '.join(s.processes)}")
-    unknown = set(options) - set(s.options)
-    if unknown:
-        raise ValueError(f"sampler {name!r} has no option(s) {sorted(unknown)}; its options are "
-                         f"{sorted(s.options) or 'none'}")
+    check_sampler(s, process, options)
     if s.build is None:
         raise ValueError(f"sampler {name!r} is run step by step by another library and has no plan; "
                          "call it through cosi.sample")
@@ -213,4 +218,4 @@ def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: 
     return plan
 
 
-__all__ = ["SAMPLERS", "Sampler", "build_plan", "get_sampler", "NFEError", "Plan"]
+__all__ = ["SAMPLERS", "Sampler", "build_plan", "check_sampler", "get_sampler", "NFEError", "Plan"]

@@ -40,7 +40,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=None)
     ap.add_argument("--extra", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--samples", type=Path, default=None)
-    ap.add_argument("--compile", action="store_true", help="torch.compile the U-Nets (CUDA graphs)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the U-Nets")
+    ap.add_argument("--graph", action="store_true", help="capture each sampler as one CUDA graph")
     args = ap.parse_args()
     t_start = time.monotonic()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -56,7 +57,7 @@ def main() -> None:
     hw = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     print(f"data floor (10k train vs 10k test): {floors[0]:.3f}, {floors[1]:.3f} on {hw}", flush=True)
     extra = {"data_fd_floor": floors, "device": hw, "dtype": str(dtype).removeprefix("torch."),
-             "compiled": args.compile}
+             "compiled": args.compile, "graph": args.graph}
 
     for stage in [REFERENCE] + ([EXTRA] if args.extra else []):
         for name, cells in stage.items():
@@ -66,9 +67,9 @@ def main() -> None:
                 return
             model = load(args.weights / name, device=dev, dtype=dtype)
             if args.compile:
-                model.compile()
+                model.compile("default" if args.graph else None)
             rows = run_sweep(model, name, feats, ref, cells, args.out, n=args.n, batch_size=args.batch_size,
-                             minutes=left, extra=extra, log=lambda s: print(s, flush=True))
+                             minutes=left, extra=extra, graph=args.graph, log=lambda s: print(s, flush=True))
             if args.samples:
                 args.samples.mkdir(parents=True, exist_ok=True)
                 for r in rows:

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 import cosi
 from cosi.cli import app
 from cosi.data import FMNIST_DEFAULT, load_image_folder
-from cosi.generate import batches, counter_normal, generate_folder, sample_keys
+from cosi.generate import batches, generate_folder
+from cosi.noise import counter_normal, sample_keys
 from cosi.oracle import GaussianMixture
 
 

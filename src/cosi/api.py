@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .integrators import SAMPLERS, build_plan, check_sampler, get_sampler
 from .integrators.plan import run_plan
+from .noise import CounterNoise
 from .processes import LinearProcess, make_process
 
 
@@ -29,7 +30,7 @@ class SampleResult:
 def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | None = None,
            shape=None, generator: torch.Generator | None = None, *, grid=None,
            denoise: bool = False, device=None, dtype=torch.float32, progress: bool = False,
-           callback: Callable | None = None, noise: Callable | None = None,
+           callback: Callable | None = None, noise: Callable | None = None, graph: bool = False,
            **options) -> SampleResult:
     """Sample from a diffusion model with exactly ``nfe`` network calls.
 
@@ -48,6 +49,12 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         denoise: end with a final denoising call at t_min (counted in ``nfe``).
         noise: optional ``noise(i, z) -> ξ`` for the i-th noisy update (e.g. per-sample
             seeded noise); overrides ``generator`` for the sampler's noise.
+        graph: (CUDA) capture the whole sampler — network calls, updates (compiled into one
+            kernel each) and noise — as one CUDA graph per state shape on first use, then replay
+            it; the sampler's overhead beside the network all but vanishes. The network must not
+            itself be captured (compile it with a mode without CUDA graphs). The noise comes from
+            ``noise`` if it is a :class:`cosi.noise.CounterNoise`, else from counter-based normals
+            keyed by draws of ``generator``.
         **options: the sampler's own options (``eta``, ``lam``, ``B``, ...); ``lam="auto"`` picks
             λ from a cheap proxy on a fixed probe batch (:mod:`cosi.autolam`).
     """
@@ -80,10 +87,17 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
     else:
         _check_state(z_T, process)
     if spec.run is not None:
+        if graph:
+            raise ValueError(f"sampler {sampler!r} is run step by step by diffusers; graph=True applies to "
+                             "cosi's own samplers")
         z, calls = spec.run(eps_model, process, nfe, z_T, **options)
     else:
+        if graph and plan.stochastic and not isinstance(noise, CounterNoise):
+            gen_dev = generator.device if generator is not None else z_T.device
+            keys = torch.randint(0, 2**32, (z_T.shape[0],), generator=generator, device=gen_dev, dtype=torch.int64)
+            noise = CounterNoise(keys.to(z_T.device), fused=True)
         z, calls = run_plan(plan, eps_model, z_T, generator=generator, noise=noise, progress=progress,
-                            callback=callback)
+                            callback=callback, graph=graph)
     return SampleResult(x=process.data_block(z), z=z, nfe=calls, tuning=tuning)
 
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 import torch
 
 from .api import sample
-from .generate import prior, sample_keys
+from .generate import prior
+from .noise import sample_keys
 from .integrators import get_sampler
 
 PROBE = 16

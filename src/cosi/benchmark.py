@@ -8,7 +8,8 @@ For a model, sampler, NFE and batch size, :func:`speed` times
   update, noise, checks);
 
 each after warm-up, as the median of ``repeats`` runs, with CUDA events on a GPU (wall clock on
-a CPU). It reports the ratio sampler / bare, images per second, and the peak device memory of
+a CPU). With ``graph=True`` both run as captured CUDA graphs: the sampler as `cosi sample
+--graph` runs it (one graph for the whole sampler), the bare calls as one graph of ``nfe`` calls. It reports the ratio sampler / bare, images per second, and the peak device memory of
 a sampler run (CUDA only), once at ``nfe`` and once at ``2·nfe`` so that memory growing with NFE
 shows.
 """
@@ -21,9 +22,10 @@ import time
 import torch
 
 from .api import sample
-from .generate import prior, sample_keys
+from .generate import prior
+from .noise import CounterNoise, sample_keys
 from .integrators import build_plan, get_sampler
-from .integrators.plan import Eval
+from .integrators.plan import Eval, release_graphs
 
 
 def _timer(device: torch.device):
@@ -54,25 +56,43 @@ def _peak_memory(device: torch.device, fn) -> int | None:
     return torch.cuda.max_memory_allocated(device)
 
 
+def _bare_calls(eps_model, z: torch.Tensor, ts: list, graph: bool):
+    """The sampler's network calls alone, as a function; with ``graph`` captured as one CUDA graph
+    (warm-up on a side stream first, as torch.cuda.graph's recipe asks)."""
+    def calls():
+        for t in ts:
+            eps_model(z, t)
+
+    if not graph:
+        return calls
+    side = torch.cuda.Stream(z.device)
+    side.wait_stream(torch.cuda.current_stream(z.device))
+    with torch.cuda.stream(side):
+        calls()
+    torch.cuda.current_stream(z.device).wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        calls()
+    return g.replay
+
+
 @torch.no_grad()
 def speed(model, sampler: str, nfe: int, batch_size: int, *, repeats: int = 5, warmup: int = 1,
-          seed: int = 0, **options) -> dict:
-    """Time ``sampler`` against ``nfe`` bare network calls on ``model`` (a DiffusionModel)."""
+          seed: int = 0, graph: bool = False, **options) -> dict:
+    """Time ``sampler`` against ``nfe`` bare network calls on ``model`` (a DiffusionModel).
+
+    The sampler runs as `cosi sample` runs it (counter-based noise keyed by sample); with
+    ``graph`` (CUDA) the whole sampler is one captured CUDA graph and so are the bare calls."""
     dev = model.device
     keys = sample_keys(seed, torch.arange(batch_size, device=dev))
     z_T = prior(model.process, model.data_shape, keys).to(dev)
     plan = build_plan(sampler, model.process, nfe, **options)
-    times = [op.t for op in plan.ops if isinstance(op, Eval)]
-    ts = [torch.full((batch_size,), t, device=dev) for t in times]
-    g = torch.Generator(dev)
-
-    def bare():
-        for t in ts:
-            model.eps_model(z_T, t)
+    ts = [torch.full((batch_size,), op.t, device=dev) for op in plan.ops if isinstance(op, Eval)]
+    bare = _bare_calls(model.eps_model, z_T, ts, graph)
 
     def full(k=nfe):
-        g.manual_seed(seed)
-        sample(model.eps_model, model.process, sampler, k, z_T=z_T, generator=g, **options)
+        noise = CounterNoise(keys, fused=graph)
+        sample(model.eps_model, model.process, sampler, k, z_T=z_T, noise=noise, graph=graph, **options)
 
     clock = _timer(dev)
     for _ in range(warmup):
@@ -82,17 +102,21 @@ def speed(model, sampler: str, nfe: int, batch_size: int, *, repeats: int = 5, w
         t_bare.append(clock(bare))
         t_full.append(clock(full))
     tb, tf = statistics.median(t_bare), statistics.median(t_full)
+    compiled = getattr(model, "_compiled_mode", None)
     out = {"sampler": sampler, "nfe": nfe, "batch_size": batch_size, "device": str(dev),
            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-           "dtype": str(model.dtype).removeprefix("torch."), "compiled": getattr(model, "_compiled", None) is not None,
+           "dtype": str(model.dtype).removeprefix("torch."), "compiled": compiled, "graph": graph,
            "bare_s": tb, "sampler_s": tf, "ratio": tf / tb,
            "images_per_s": batch_size / tf, "repeats": repeats, "stochastic": get_sampler(sampler).stochastic}
-    if dev.type == "cuda":
+    if dev.type == "cuda":  # first use (a graph's capture included) from a clean slate, at NFE and 2·NFE
+        del bare
         double = 2 * nfe
         try:
             build_plan(sampler, model.process, double, **options)
         except ValueError:
             double += 1
-        out["peak_memory_bytes"] = _peak_memory(dev, full)
-        out["peak_memory_bytes_2nfe"] = _peak_memory(dev, lambda: full(double))
+        for key, k in (("peak_memory_bytes", nfe), ("peak_memory_bytes_2nfe", double)):
+            release_graphs()
+            out[key] = _peak_memory(dev, lambda: full(k))
+        release_graphs()
     return out

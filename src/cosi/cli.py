@@ -16,6 +16,12 @@ bench_app = typer.Typer(no_args_is_help=True, help="Measure samplers.")
 app.add_typer(bench_app, name="bench")
 
 
+CompileOpt = typer.Option(False, "--compile/--no-compile", help="with a model: torch.compile the network "
+                          "(on a GPU with its own CUDA graphs, or fused kernels inside --graph)")
+GraphOpt = typer.Option(False, "--graph/--no-graph", help="with a model on a GPU: capture the whole sampler "
+                        "(network, updates, noise) as one CUDA graph per batch shape and replay it")
+
+
 def _fail(msg: str) -> None:
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -79,8 +85,8 @@ def sample(
     batch_size: int = typer.Option(256, "--batch-size", help="samples per batch (with a model)"),
     device: str = typer.Option("auto", "--device", help="with a model: cpu, cuda, ... (auto: cuda if present)"),
     dtype: str = typer.Option("float32", "--dtype", help="network dtype with a model: float32, bfloat16, float16"),
-    compile: bool = typer.Option(False, "--compile/--no-compile", help="with a model: torch.compile the network "
-                                 "(CUDA graphs on a GPU)"),
+    compile: bool = CompileOpt,
+    graph: bool = GraphOpt,
     data: str = typer.Option("gmm", "--data", help="oracle data: gmm (vectors) or gmm-image"),
     d: int = typer.Option(32, "--d", help="oracle data dimension (gmm)"),
     lam: Optional[float] = LamOpt,
@@ -112,10 +118,10 @@ def sample(
 
         dev = _init_distributed(pick_device(device))
         m, describe = _load_model(model, checkpoint, preset, raw_weights, trust_pickle, str(dev), dtype)
-        if compile:
-            m.compile()
+        _speed_up(m, compile, graph)
         try:
-            _sample_model(m, describe, sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet, opts)
+            _sample_model(m, describe, sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet,
+                          dict(opts, graph=graph))
         finally:
             if dist.is_initialized():
                 dist.destroy_process_group()
@@ -145,6 +151,13 @@ def sample(
         pic = save_scatter(res.x, out / "samples.png", ref=gmm.sample(n), title=title)
     if not quiet:
         typer.echo(f"{title}: {n} samples in {secs:.1f} s -> {out / 'samples.npz'}, {pic}")
+
+
+def _speed_up(m, compile: bool, graph: bool) -> None:
+    if graph and m.device.type != "cuda":
+        _fail(f"--graph captures CUDA graphs; the model is on {m.device}")
+    if compile:
+        m.compile("default" if graph else None)
 
 
 def _init_distributed(dev):
@@ -193,6 +206,7 @@ def _load_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool
 
 def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size: int, grid, denoise: bool,
                   seed: int, out: Path, quiet: bool, opts: dict) -> None:
+    """``opts``: the sampler's options and ``graph``."""
     from .data import load_image_folder
     from .generate import generate_folder
     from .viz import save_image_grid
@@ -265,7 +279,8 @@ def sweep(
     cache: Path = typer.Option(Path.home() / ".cache" / "cosi", "--cache"),
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("float32", "--dtype", help="network dtype: float32, bfloat16, float16"),
-    compile: bool = typer.Option(False, "--compile/--no-compile"),
+    compile: bool = CompileOpt,
+    graph: bool = GraphOpt,
     minutes: Optional[float] = typer.Option(None, "--minutes", help="start no new cell after this wall time"),
     kid: bool = typer.Option(False, "--kid/--no-kid", help="also the KID against the reference's features "
                              "(not with a statistics .npz as --ref)"),
@@ -276,8 +291,7 @@ def sweep(
     from .sweep import make_cells, run_sweep
 
     m, _ = _load_model(model, None, None, False, False, device, dtype)
-    if compile:
-        m.compile()
+    _speed_up(m, compile, graph)
     lams = [None] if not lam else [x if x == "auto" else float(x) for x in lam]
     try:
         features, kind, default_ref = feature_space(fd, m.data_shape, m.device, inception_weights)
@@ -293,9 +307,9 @@ def sweep(
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
         _fail(str(e))
     extra = {"features": kind, "device": str(m.device), "dtype": str(m.dtype).removeprefix("torch."),
-             "compiled": compile}
+             "compiled": compile, "graph": graph}
     run_sweep(m, model, features, ref_stats, cells, out, n=n, batch_size=batch_size, minutes=minutes, extra=extra,
-              ref_features=ref_features, log=(lambda s: None) if quiet else typer.echo)
+              ref_features=ref_features, graph=graph, log=(lambda s: None) if quiet else typer.echo)
 
 
 plot_app = typer.Typer(no_args_is_help=True, help="Figures from sweep results and sample folders.")
@@ -405,8 +419,10 @@ def bench_speed(
     dtype: str = typer.Option("bfloat16", "--dtype", help="network dtype: float32, bfloat16, float16 "
                               "(float32 on a CPU)"),
     repeats: int = typer.Option(5, "--repeats"),
-    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the network (CUDA graphs "
-                                 "on a GPU); the bare calls use the same compiled network"),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the network; the bare "
+                                 "calls use the same compiled network"),
+    graph: bool = typer.Option(False, "--graph/--no-graph", help="(GPU) the sampler as one captured CUDA graph, "
+                               "against the bare calls captured as one graph"),
     as_json: bool = typer.Option(False, "--json", help="one JSON line per cell"),
 ) -> None:
     """Wall time of each sampler against the same number of bare network calls, in one run."""
@@ -418,18 +434,18 @@ def bench_speed(
     m, _ = _load_model(model, None, None, False, False, device, dtype)
     if m.device.type == "cpu":
         m.to(dtype=torch.float32)  # reduced-precision convolutions on a CPU would time nothing of use
-    if compile:
-        m.compile()
+    _speed_up(m, compile, graph)
     names = [n for n, s in SAMPLERS.items() if m.process.name in s.processes] if sampler == ["all"] else sampler
     if not as_json:
-        typer.echo(f"{model} on {m.device} ({m.dtype}); median of {repeats}\n"
+        typer.echo(f"{model} on {m.device} ({m.dtype}, compiled: {getattr(m, '_compiled_mode', None)}, "
+                   f"graph: {graph}); median of {repeats}\n"
                    "| sampler | NFE | batch | bare network (ms) | sampler (ms) | ratio | images/s | peak memory (MiB) |\n"
                    "|---|---|---|---|---|---|---|---|")
     for b in batch_size:
         for k in nfe:
             for name in names:
                 try:
-                    r = speed(m, name, k, b, repeats=repeats)
+                    r = speed(m, name, k, b, repeats=repeats, graph=graph)
                 except ValueError as e:  # an NFE this sampler cannot meet
                     if not as_json:
                         typer.echo(f"| {name} | {k} | {b} | — | — | — | — | ({e}) |")

@@ -54,7 +54,7 @@ def oracle_benchmark(process, sampler: str, nfe: int, *, d: int = 32, n: int = 6
 
 
 def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000, batch_size: int = 1000, *,
-             seed: int = 0, ref_features=None, **options) -> dict:
+             seed: int = 0, ref_features=None, graph: bool = False, **options) -> dict:
     """FD between ``n`` samples of ``model`` and ``ref_stats`` in the space of ``features``
     (e.g. :class:`cosi.metrics.ClassifierFeatures`), samples seeded as in :mod:`cosi.generate`
     (so ``generate.sample_range`` redraws any of them). With ``ref_features`` (N, dim) the KID
@@ -69,7 +69,7 @@ def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    draws = batches(model, sampler, nfe, n, batch_size, seed=seed, **options)
+    draws = batches(model, sampler, nfe, n, batch_size, seed=seed, graph=graph, **options)
     if ref_features is None:
         stats, feats = features.stats(draws), None
     else:

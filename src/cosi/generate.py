@@ -3,7 +3,7 @@ resumable folder of PNGs.
 
 Every random number a sample uses — its prior draw z_T and the noise of each stochastic
 update — is a function of (seed, sample index, draw index, element index) alone, computed by a
-counter-based hash on the device (:func:`counter_normal`). So sample i is the same whatever the
+counter-based hash on the device (:mod:`cosi.noise`). So sample i is the same whatever the
 batch size, the order in which batches run, or the number of processes that share the work,
 for deterministic and stochastic samplers alike.
 
@@ -11,15 +11,14 @@ for deterministic and stochastic samplers alike.
 ``manifest.json`` naming the model, sampler, options and seed. Images are written atomically
 and checked on resume: a rerun with the same settings redoes only batches with a missing or
 unreadable image, so a killed run loses at most the batches in flight; a rerun with other
-settings is refused. Under ``torchrun`` (torch.distributed initialized, any backend) rank r
+settings is refused. ``graph=True`` (CUDA) runs each batch as one captured CUDA graph
+(:func:`cosi.integrators.plan.run_plan`). Under ``torchrun`` (torch.distributed initialized, any backend) rank r
 takes batches r, r + W, r + 2W, …; the result is the folder one process would write.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -28,75 +27,32 @@ import torch
 from torch import Tensor
 
 from .api import sample
+from .noise import PRIOR_DRAW, CounterNoise, counter_normal, sample_keys
 from .processes import apply_blocks
-
-# ---- counter-based normal numbers --------------------------------------------------------------
-
-_M32 = 0xFFFFFFFF
-_PRIOR_DRAW = 0x7FFFFFFF  # the draw index of z_T; stochastic updates use 0, 1, 2, ...
-
-
-def _mul32(x: Tensor, c: int) -> Tensor:
-    """(x · c) mod 2³² for int64 x in [0, 2³²), without int64 overflow (c split in 16-bit halves)."""
-    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
-
-
-def mix32(x: Tensor) -> Tensor:
-    """A bijective 32-bit integer hash (the 'lowbias32' constants) on int64 tensors."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def sample_keys(seed: int, indices: Tensor) -> Tensor:
-    """One 32-bit key per sample index (int64 tensor on the indices' device)."""
-    s = mix32(torch.tensor(seed & _M32, dtype=torch.int64, device=indices.device) ^ 0x5BD1E995)
-    return mix32(mix32(indices.to(torch.int64) & _M32) ^ s)
-
-
-@lru_cache(maxsize=8)
-def _element_hashes(n: int, device: torch.device) -> Tensor:
-    return mix32(torch.arange(n, dtype=torch.int64, device=device))
-
-
-def counter_normal(keys: Tensor, draw: int, shape, dtype=torch.float32) -> Tensor:
-    """Standard normals of shape (len(keys), *shape): entry e of row b is a function of
-    (keys[b], draw, e) only (two hashed 24-bit uniforms through Box–Muller)."""
-    n = math.prod(shape)
-    k = mix32(keys ^ mix32(torch.tensor(draw & _M32, dtype=torch.int64, device=keys.device) ^ 0x27D4EB2F))
-    h = mix32(k[:, None] ^ _element_hashes(2 * n, keys.device)[None])
-    u = ((h >> 8).to(torch.float32) + 0.5) * 2.0 ** -24  # exact in float32: 24-bit uniforms in (0, 1)
-    u1, u2 = u[:, :n], u[:, n:]
-    z = torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
-    return z.to(dtype).reshape(len(keys), *shape)
-
-
-# ---- samples by index --------------------------------------------------------------------------
 
 
 def prior(process, data_shape, keys: Tensor, dtype=torch.float32) -> Tensor:
     """z_T ~ N(0, Σ_T) for the samples of the given keys, from their counter-based normals."""
-    xi = counter_normal(keys, _PRIOR_DRAW, process.state_shape((1, *data_shape))[1:], dtype=torch.float64)
+    xi = counter_normal(keys, PRIOR_DRAW, process.state_shape((1, *data_shape))[1:], dtype=torch.float64)
     return apply_blocks(process.marginal(process.T).L.to(xi.device), xi).to(dtype)
 
 
 def sample_range(model, sampler: str, nfe: int, start: int, count: int, *, seed: int = 0, device=None,
-                 **options) -> Tensor:
+                 graph: bool = False, **options) -> Tensor:
     """The data blocks of samples start .. start+count−1 of ``model`` (a DiffusionModel)."""
     device = torch.device(device or model.device)
     keys = sample_keys(seed, torch.arange(start, start + count, device=device))
     z_T = prior(model.process, model.data_shape, keys)
-    noise = lambda i, z: counter_normal(keys, i, z.shape[1:], z.dtype)  # noqa: E731
-    return sample(model.eps_model, model.process, sampler, nfe, z_T=z_T, noise=noise, **options).x
+    noise = CounterNoise(keys, fused=graph)
+    return sample(model.eps_model, model.process, sampler, nfe, z_T=z_T, noise=noise, graph=graph, **options).x
 
 
-def batches(model, sampler: str, nfe: int, n: int, batch_size: int, *, seed: int = 0,
+def batches(model, sampler: str, nfe: int, n: int, batch_size: int, *, seed: int = 0, graph: bool = False,
             **options) -> Iterator[Tensor]:
     """Yield samples 0 .. n−1 in batches of ``batch_size``."""
     for start in range(0, n, batch_size):
-        yield sample_range(model, sampler, nfe, start, min(batch_size, n - start), seed=seed, **options)
+        yield sample_range(model, sampler, nfe, start, min(batch_size, n - start), seed=seed, graph=graph,
+                           **options)
 
 
 # ---- a folder of PNGs ------------------------------------------------------------------------------
@@ -144,7 +100,7 @@ def _barrier() -> None:
 
 
 def generate_folder(model, out, sampler: str, nfe: int, n: int, *, batch_size: int = 256, seed: int = 0,
-                    describe: dict | None = None, progress: bool = True, **options) -> dict:
+                    describe: dict | None = None, progress: bool = True, graph: bool = False, **options) -> dict:
     """Write samples 0 .. n−1 as ``out/<index:06d>.png``; returns the manifest.
 
     ``describe``: what the model is (written to the manifest and checked on resume). Under
@@ -175,7 +131,7 @@ def generate_folder(model, out, sampler: str, nfe: int, n: int, *, batch_size: i
         count = min(batch_size, n - start)
         names = [out / f"{i:06d}.png" for i in range(start, start + count)]
         if not all(p.is_file() and _readable(p) for p in names):
-            x = sample_range(model, sampler, nfe, start, count, seed=seed, **options)
+            x = sample_range(model, sampler, nfe, start, count, seed=seed, graph=graph, **options)
             for p, img in zip(names, to_uint8(x)):
                 _write_png(p, img)
         bar.update(1)

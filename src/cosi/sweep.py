@@ -45,10 +45,11 @@ def read_rows(path) -> list[dict]:
 
 def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], out, *, n: int = 10_000,
               batch_size: int = 1000, minutes: float | None = None, extra: dict | None = None,
-              ref_features=None, log=print) -> list[dict]:
+              ref_features=None, graph: bool = False, log=print) -> list[dict]:
     """Run the cells not yet in ``out`` (JSONL), appending one row each; returns the new rows.
     ``minutes``: start no new cell after that much wall time. ``extra``: fields added to each row.
-    ``ref_features``: the reference's features (N, dim), to add the KID to each row."""
+    ``ref_features``: the reference's features (N, dim), to add the KID to each row. ``graph``: sample
+    with captured CUDA graphs (:func:`cosi.api.sample`); not part of a cell's key."""
     from .evaluate import model_fd
 
     t0 = time.monotonic()
@@ -77,7 +78,7 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
                     row.update({"lam_chosen": tuning["lam"], "tuning_calls": tuning["calls"],
                                 "tuning_probe": tuning["probe"]})
                 r = model_fd(model, features, ref_stats, c["sampler"], c["nfe"], n, batch_size, seed=c["seed"],
-                             ref_features=ref_features, **opts)
+                             ref_features=ref_features, graph=graph, **opts)
                 row.update({**r, **c["options"]})
             except ValueError as e:  # an NFE or option this sampler cannot take
                 row.update({"sampler": c["sampler"], "nfe": c["nfe"], **c["options"], "seed": c["seed"], "n": n,

@@ -13,13 +13,16 @@ grid) and cached; the loop in :func:`run_plan` only applies them.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from ..processes import apply_blocks, f64
+from ..noise import CounterNoise
+from ..processes import f64
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Plan:
     k: int
     ops: list = field(default_factory=list)
     chunks: list = field(default_factory=list)
+    on_device: dict = field(default_factory=dict, repr=False, compare=False)  # see _packed
 
     @property
     def nfe(self) -> int:
@@ -81,36 +85,77 @@ class ModelError(RuntimeError):
     """The eps-model returned something the sampler cannot use."""
 
 
+# ---- applying one linear update -----------------------------------------------------------------
+
+
+def lin_update(C: Tensor, *parts: Tensor) -> Tensor:
+    """z ← C_z z + C_ε ε + C_ξ ξ for ``parts`` = (z, [ε], [ξ]) and the packed k×(k·len(parts))
+    matrix C = [C_z | C_ε | C_ξ] (absent parts left out): out_i = Σ_j C_ij part_j, blockwise.
+
+    Written as sums of products so that torch.compile turns it into one elementwise kernel."""
+    k = C.shape[0]
+    cols = [b for p in parts for b in p.unflatten(1, (k, -1)).unbind(1)]
+    rows = []
+    for i in range(k):
+        acc = C[i, 0] * cols[0]
+        for j in range(1, len(cols)):
+            acc = torch.addcmul(acc, C[i, j], cols[j])
+        rows.append(acc)
+    return torch.cat(rows, 1) if k > 1 else rows[0]
+
+
+@lru_cache(maxsize=1)
+def _fused_updates() -> dict:
+    """One compiled update per number of parts: each its own code object, so torch.compile's
+    recompilation budget counts per signature (k and dtype vary across processes and runs)."""
+    def u1(C, z):
+        return lin_update(C, z)
+
+    def u2(C, z, a):
+        return lin_update(C, z, a)
+
+    def u3(C, z, a, b):
+        return lin_update(C, z, a, b)
+
+    return {n: torch.compile(f, dynamic=True) for n, f in ((1, u1), (2, u2), (3, u3))}
+
+
+def _apply(C: Tensor, parts: list, fused: bool) -> Tensor:
+    return _fused_updates()[len(parts)](C, *parts) if fused else lin_update(C, *parts)
+
+
+# ---- the runner ----------------------------------------------------------------------------------
+
+
 def _randn(z: Tensor, generator) -> Tensor:
     if generator is None or generator.device == z.device:
         return torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
     return torch.randn(z.shape, generator=generator, device=generator.device, dtype=z.dtype).to(z.device)
 
 
-def run_plan(plan: Plan, eps_model: Callable, z: Tensor, *, generator=None, noise=None,
-             progress: bool = False, callback: Callable | None = None) -> tuple[Tensor, int]:
-    """Run ``plan`` from state ``z``; returns (final state, network calls made).
+def _packed(plan: Plan, device: torch.device, dtype: torch.dtype) -> list:
+    """The plan's chunks as (n, k, w) stacks [C_z | C_ε | C_ξ] in ``dtype`` on ``device``, made
+    once per (device, dtype) and kept on the plan."""
+    key = (str(device), dtype)
+    if key not in plan.on_device:
+        plan.on_device[key] = [torch.cat([c for c in ch if c is not None], -1).to(device=device, dtype=dtype)
+                               for ch in plan.chunks]
+    return plan.on_device[key]
 
-    ``noise(i, z)`` (optional) returns the standard normal draw for the i-th noisy update;
-    by default it is drawn from ``generator``. ``callback`` receives a dict with the step
-    index, the time and the current state after every linear update.
-    """
+
+def _loop(plan: Plan, eps_model: Callable, z: Tensor, noise: Callable, *, fused: bool = False,
+          bar=None, callback: Callable | None = None) -> tuple[Tensor, Tensor]:
+    """The plan's operations in order; returns (final state, per-call finiteness flags).
+
+    No host-device synchronization happens here, so the loop can be captured as a CUDA graph."""
     dev, dt = z.device, z.dtype
-    chunks = [tuple(None if c is None else c.to(device=dev, dtype=dt) for c in ch) for ch in plan.chunks]
-    n_calls = plan.nfe
-    finite = torch.ones(max(n_calls, 1), dtype=torch.bool, device=dev)
+    chunks = _packed(plan, dev, dt)
+    finite = torch.ones(max(plan.nfe, 1), dtype=torch.bool, device=dev)
     eps, calls, n_noise = None, 0, 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_calls, desc="sampling", unit="nfe", leave=False)
     B = z.shape[0]
-    call_times = []
     for op in plan.ops:
         if isinstance(op, Eval):
-            t = torch.full((B,), op.t, device=dev, dtype=dt)
-            out = eps_model(z, t)
+            out = eps_model(z, torch.full((B,), op.t, device=dev, dtype=dt))
             if not isinstance(out, Tensor) or out.shape != z.shape:
                 got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
                 raise ModelError(
@@ -119,29 +164,123 @@ def run_plan(plan: Plan, eps_model: Callable, z: Tensor, *, generator=None, nois
                 )
             eps = out.to(dt)
             finite[calls] = torch.isfinite(eps).all()
-            call_times.append(op.t)
             calls += 1
             if bar is not None:
                 bar.update(1)
             continue
-        Cz, Ce, Cn = chunks[op.chunk]
-        j = op.row
-        z_new = apply_blocks(Cz[j], z)
+        parts = [z]
         if op.uses_eps:
-            z_new = z_new + apply_blocks(Ce[j], eps)
+            parts.append(eps)
         if op.noisy:
-            xi = noise(n_noise, z) if noise is not None else _randn(z, generator)
-            z_new = z_new + apply_blocks(Cn[j], xi)
+            parts.append(noise(n_noise, z))
             n_noise += 1
-        z = z_new
+        z = _apply(chunks[op.chunk][op.row], parts, fused)
         if callback is not None:
             callback({"t": op.t, "z": z, "eps": eps, "calls": calls})
-    if bar is not None:
-        bar.close()
-    if n_calls and not bool(finite.all()):
+    return z, finite
+
+
+class _CapturedPlan:
+    """A plan captured as one CUDA graph for one state shape: network calls, updates (compiled,
+    one kernel each) and counter-based noise replayed with no launch or Python overhead.
+
+    Capture follows torch.cuda.graph's recipe: one warm-up run on a side stream (cuDNN
+    autotuning, compilation, lazy initialization), whose result serves the first request, then
+    the capture. The state and the noise keys are static buffers refilled before each replay."""
+
+    def __init__(self, plan: Plan, eps_model: Callable, z: Tensor, noise: CounterNoise | None):
+        self.plan, self.eps_model = plan, eps_model
+        self.z = z.clone()
+        self.keys = None if noise is None else noise.keys.clone()
+        static_noise = None if noise is None else CounterNoise(self.keys, fused=True)
+        main, side = torch.cuda.current_stream(z.device), torch.cuda.Stream(z.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            first = _loop(plan, eps_model, self.z, static_noise, fused=True)
+        main.wait_stream(side)
+        self.first = tuple(t.clone() for t in first)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out, self.finite = _loop(plan, eps_model, self.z, static_noise, fused=True)
+
+    def matches(self, plan: Plan, eps_model: Callable) -> bool:
+        return self.plan is plan and self.eps_model == eps_model
+
+    def __call__(self, z: Tensor, noise: CounterNoise | None) -> tuple[Tensor, Tensor]:
+        if self.first is not None:  # the warm-up ran on these very inputs
+            first, self.first = self.first, None
+            return first
+        self.z.copy_(z)
+        if self.keys is not None:
+            self.keys.copy_(noise.keys)
+        self.graph.replay()
+        return self.out.clone(), self.finite.clone()
+
+
+_GRAPHS: "OrderedDict[tuple, _CapturedPlan]" = OrderedDict()
+_GRAPHS_KEPT = 4  # each holds its own memory pool
+
+
+def release_graphs() -> None:
+    """Drop every captured sampler graph (and its memory pool)."""
+    _GRAPHS.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _run_graphed(plan: Plan, eps_model: Callable, z: Tensor, noise) -> tuple[Tensor, Tensor]:
+    if z.device.type != "cuda":
+        raise ValueError(f"graph=True captures the sampler as a CUDA graph; the state is on {z.device}. "
+                         "Use a CUDA device or graph=False")
+    if plan.stochastic and not isinstance(noise, CounterNoise):
+        raise ValueError("graph=True replays the sampler's noise from counter-based keys: pass "
+                         "noise=cosi.noise.CounterNoise(keys) (cosi.sample does when given a generator)")
+    owner = getattr(eps_model, "__self__", eps_model)
+    if getattr(owner, "_compiled_mode", None) == "reduce-overhead":
+        raise ValueError("the network is compiled with its own CUDA graphs (mode 'reduce-overhead'), which "
+                         "graph=True cannot capture again: compile it with model.compile('default')")
+    key = (id(plan), id(owner), tuple(z.shape), z.dtype, str(z.device))
+    entry = _GRAPHS.get(key)
+    if entry is not None and entry.matches(plan, eps_model):
+        _GRAPHS.move_to_end(key)
+        return entry(z, noise)
+    # a first call here: the warm-up inside the capture computes this batch
+    entry = _CapturedPlan(plan, eps_model, z, noise if plan.stochastic else None)
+    _GRAPHS[key] = entry
+    while len(_GRAPHS) > _GRAPHS_KEPT:
+        _GRAPHS.popitem(last=False)
+    return entry(z, noise)
+
+
+def run_plan(plan: Plan, eps_model: Callable, z: Tensor, *, generator=None, noise=None,
+             progress: bool = False, callback: Callable | None = None, graph: bool = False) -> tuple[Tensor, int]:
+    """Run ``plan`` from state ``z``; returns (final state, network calls made).
+
+    ``noise(i, z)`` (optional) returns the standard normal draw for the i-th noisy update;
+    by default it is drawn from ``generator``. ``callback`` receives a dict with the step
+    index, the time and the current state after every linear update. ``graph=True`` (CUDA only)
+    captures the whole plan as one CUDA graph for this state's shape on first use and replays it
+    afterwards; its noise must be a :class:`cosi.noise.CounterNoise`.
+    """
+    if graph:
+        if progress or callback is not None:
+            raise ValueError("graph=True replays the whole sampler at once: no progress bar or callback")
+        z, finite = _run_graphed(plan, eps_model, z, noise)
+    else:
+        draw = noise if noise is not None else (lambda i, x: _randn(x, generator))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=plan.nfe, desc="sampling", unit="nfe", leave=False)
+        z, finite = _loop(plan, eps_model, z, draw, bar=bar, callback=callback)
+        if bar is not None:
+            bar.close()
+    if plan.nfe and not bool(finite.all()):
         i = int((~finite).nonzero()[0])
+        t = [op.t for op in plan.ops if isinstance(op, Eval)][i]
         raise ModelError(
-            f"eps_model returned non-finite values at network call {i + 1} of {n_calls} "
-            f"(t={call_times[i]:.6g}); check the model's inputs (dtype, scaling) and weights"
+            f"eps_model returned non-finite values at network call {i + 1} of {plan.nfe} "
+            f"(t={t:.6g}); check the model's inputs (dtype, scaling) and weights"
         )
-    return z, calls
+    return z, plan.nfe

@@ -271,10 +271,12 @@ class DiffusionModel:
         return self
 
     def compile(self, mode: str | None = None) -> "DiffusionModel":
-        """``torch.compile`` the network: on CUDA with mode 'reduce-overhead' (CUDA graphs: the
-        launch overhead of a small U-Net is replayed away), elsewhere 'default'. Returns self."""
-        self._compiled = torch.compile(self.net, mode=mode or ("reduce-overhead" if self.device.type == "cuda"
-                                                               else "default"))
+        """``torch.compile`` the network: by default on CUDA with mode 'reduce-overhead' (CUDA
+        graphs: the launch overhead of a small U-Net is replayed away), elsewhere 'default'. For
+        sampling with ``graph=True``, which captures the whole sampler, use mode 'default' (a
+        network that captures itself cannot be captured again). Returns self."""
+        self._compiled_mode = mode or ("reduce-overhead" if self.device.type == "cuda" else "default")
+        self._compiled = torch.compile(self.net, mode=self._compiled_mode)
         return self
 
     @torch.no_grad()

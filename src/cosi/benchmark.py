@@ -25,7 +25,7 @@ from .api import sample
 from .generate import prior
 from .noise import CounterNoise, sample_keys
 from .integrators import build_plan, get_sampler
-from .integrators.plan import Eval, release_graphs
+from .integrators.plan import Eval, release_graphs, side_stream
 
 
 def _timer(device: torch.device):
@@ -65,7 +65,7 @@ def _bare_calls(eps_model, z: torch.Tensor, ts: list, graph: bool):
 
     if not graph:
         return calls
-    side = torch.cuda.Stream(z.device)
+    side = side_stream(z.device)
     side.wait_stream(torch.cuda.current_stream(z.device))
     with torch.cuda.stream(side):
         calls()

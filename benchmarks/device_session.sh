@@ -1,41 +1,49 @@
 #!/usr/bin/env bash
-# One session on the GPU machine, in priority order, each step time-boxed so that the later ones
-# still run: the CUDA-only tests, the FD rows of issue 7 still missing, the overhead study
-# (issue 8), then as many cells of the FD study (issue 4) as the time left allows.
+# One call on the GPU machine: the CUDA-only tests, then the resumable benchmarks in priority order,
+# each time-boxed so that the call ends inside SECONDS (default 570; the device tool allows 600):
+#   1. tests/test_gpu.py (whole-sampler CUDA graphs against eager sampling);
+#   2. benchmarks/fmnist_fd.py --no-extra (the 1000-step reference rows; instant once all exist);
+#   3. benchmarks/study.py --stage network --stage speed (issue 8's overhead tables);
+#   4. benchmarks/study.py --stage psld --stage vp --stage lam --stage seeds (issue 4's FD study), in
+#      CUDA graphs with the fastest network configuration the network stage measured.
 #
-#   OUT=out/device bash benchmarks/device_session.sh [SECONDS_FOR_FD_STUDY]
+#   OUT=out/device bash benchmarks/device_session.sh [SECONDS] [SPEED_SECONDS]
 #
-# Needs Fashion-MNIST's idx files in .data/fmnist (Debian's dataset-fashion-mnist package has them)
-# and runs from a plain checkout (PYTHONPATH=src: nothing is installed). Results are appended to
-# benchmarks/results/ (every script resumes) and copied with the logs to $OUT.
+# Every step appends to benchmarks/results/ and skips what is there, so calling this again (after
+# copying the returned files back into benchmarks/results/) continues where the last call stopped.
+# Needs Fashion-MNIST's idx files in .data/fmnist (Debian's dataset-fashion-mnist package) and runs
+# from a plain checkout (PYTHONPATH=src: nothing is installed); the VP baselines need diffusers, carried
+# as wheels in .whl (`pip download --no-deps diffusers importlib_metadata -d .whl` for Python 3.12).
+# Results and one log go to $OUT.
 set -uo pipefail
 OUT=${OUT:-out/device}
-STUDY_SECONDS=${1:-60}
+BUDGET=${1:-570}
+SPEED_SECONDS=${2:-180}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src NCCL_NVLS_ENABLE=0
-R=benchmarks/results
-t0=$(date +%s)
-left() { echo $(( $1 - ($(date +%s) - t0) )); }
-
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-  python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } | tee "$OUT/gpu.txt"
-
-GRAPH=""
-if timeout 180 python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.log"; then
-    GRAPH=--graph
+if ls .whl/*.whl >/dev/null 2>&1; then  # diffusers (the VP baselines), carried as wheels (see above)
+    python -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
-echo "graph mode: ${GRAPH:-off}" | tee -a "$OUT/gpu.txt"
+R=benchmarks/results
+LOG="$OUT/session.log"
+t0=$(date +%s)
+left() { echo $(( BUDGET - ($(date +%s) - t0) )); }
+minutes() { python -c "print(max(0.0, $1 / 60))"; }
 
-timeout 240 python benchmarks/fmnist_fd.py --no-extra $GRAPH --data-dir .data/fmnist --out $R/fmnist_fd.jsonl \
-    2>&1 | tee "$OUT/fmnist_fd.log"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee "$LOG"
+
+timeout 150 python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | grep -v "^DEBUG" | tail -15 | tee -a "$LOG"
+
+timeout $(( $(left) - 60 )) python benchmarks/fmnist_fd.py --no-extra --data-dir .data/fmnist \
+    --out $R/fmnist_fd.jsonl 2>&1 | tee -a "$LOG"
+
+python benchmarks/study.py --stage network --stage speed --minutes "$(minutes $(( SPEED_SECONDS < $(left) - 60 ? SPEED_SECONDS : $(left) - 60 )))" \
+    --out $R/study 2>&1 | tee -a "$LOG"
+
+timeout $(( $(left) - 10 )) python benchmarks/study.py --stage psld --stage vp --stage lam --stage seeds \
+    --minutes "$(minutes $(( $(left) - 60 )))" --data-dir .data/fmnist --out $R/study 2>&1 | tee -a "$LOG"
+
 cp $R/fmnist_fd.jsonl "$OUT/"
-
-minutes=$(python -c "print(max(0.0, ($(left 560) - $STUDY_SECONDS) / 60))")
-python benchmarks/study.py --stage speed --minutes "$minutes" --out $R/study 2>&1 | tee "$OUT/speed.log"
-cp $R/study/speed.jsonl "$OUT/" 2>/dev/null
-
-minutes=$(python -c "print(max(0.0, ($(left 585)) / 60 - 0.5))")
-timeout $(left 590) python benchmarks/study.py --stage psld $GRAPH --no-compile --minutes "$minutes" \
-    --data-dir .data/fmnist --out $R/study 2>&1 | tee "$OUT/study.log"
-cp $R/study/psld.jsonl $R/study/vp.jsonl "$OUT/" 2>/dev/null
-echo "session: $(( $(date +%s) - t0 )) s"
+for f in network speed psld vp lam seeds; do [ -f $R/study/$f.jsonl ] && cp $R/study/$f.jsonl "$OUT/"; done
+echo "session: $(( $(date +%s) - t0 )) s" | tee -a "$LOG"

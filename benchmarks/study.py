@@ -5,6 +5,9 @@
 Stages (each appends JSON lines to OUT/<stage>.jsonl and skips what is already there, so the
 same command continues in the next session where this one stopped):
 
+  network    bare-call throughput of the U-Net at the FD stages' batch size for each layout (NCHW,
+             channels-last) × compilation (none, torch.compile 'default'); the FD stages then run the
+             fastest measured configuration (--network auto)
   speed      `cosi bench speed` for every sampler: NFE 20 and 50, batch 64 and 256, whole-sampler CUDA
              graphs first, then the other modes (eager; graph with a compiled network; compiled network)
   psld       FD vs NFE {10, 20, 50, 100, 200} for every PSLD sampler (the paper's Table 2 and more)
@@ -13,7 +16,7 @@ same command continues in the next session where this one stopped):
   seeds      a second seed for the rows of psld and vp at NFE 20 and 50 (the FD's sampling noise)
 
 FD and KID: the shipped classifier's features, --n samples against the 10k Fashion-MNIST test images;
-network in bf16 with torch.compile (CUDA graphs), state in float32. The 1000-step references the
+network in bf16, state in float32, each sampler captured as one CUDA graph on a GPU (--no-graph: eager). The 1000-step references the
 study is judged against come from benchmarks/fmnist_fd.py (benchmarks/results/fmnist_fd.jsonl).
 `benchmarks/render.py` turns the results into docs/benchmarks.md.
 """
@@ -33,7 +36,9 @@ from cosi.models.checkpoint import load
 from cosi.sweep import make_cells, run_sweep
 
 NFES = [10, 20, 50, 100, 200]
-STAGES = ["speed", "psld", "vp", "lam", "seeds"]
+STAGES = ["network", "speed", "psld", "vp", "lam", "seeds"]
+NETWORKS = {"nchw": (False, None), "nhwc": (True, None), "nchw+compile": (False, "default"),
+            "nhwc+compile": (True, "default")}  # name: (channels-last, torch.compile mode)
 
 
 def samplers_of(process: str) -> list[str]:
@@ -105,6 +110,50 @@ def speed(out: Path, minutes_left: float, device: str, dtype) -> None:
             release_graphs()
 
 
+def prepared(name: str, device: str, dtype, network: str):
+    """A shipped model on the device, in the layout and compilation ``network`` names."""
+    channels_last, mode = NETWORKS[network]
+    model = load(name, device=device, dtype=dtype).channels_last(channels_last)
+    return model.compile(mode) if mode else model
+
+
+def network(out: Path, device: str, dtype, batch: int, calls: int = 20) -> None:
+    """Bare-call throughput of the PSLD U-Net (one CUDA graph of ``calls`` calls, median of 3)."""
+    from cosi.benchmark import bare_calls
+    from cosi.sweep import read_rows
+
+    done = {r["network"] for r in read_rows(out)}
+    for name in NETWORKS:
+        if name in done:
+            continue
+        t0 = time.perf_counter()
+        model = prepared("fmnist-psld", device, dtype, name)
+        z = torch.randn(batch, 2, 28, 28, device=device)
+        ts = [torch.full((batch,), t, device=device) for t in torch.linspace(1.0, 1e-3, calls).tolist()]
+        replay = bare_calls(model.eps_model, z, ts, graph=True)  # warm-up (and compilation) included
+        setup = time.perf_counter() - t0
+        secs = []
+        for _ in range(3):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            replay()
+            end.record()
+            end.synchronize()
+            secs.append(start.elapsed_time(end) / 1000)
+        row = {"network": name, "batch_size": batch, "calls": calls, "evals_per_s": batch * calls / sorted(secs)[1],
+               "setup_s": round(setup, 1), "device": torch.cuda.get_device_name(), "dtype": str(dtype)}
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"network {name}: {row['evals_per_s']:.0f} evaluations/s (setup {setup:.0f} s)", flush=True)
+
+
+def fastest_network(out: Path) -> str:
+    from cosi.sweep import read_rows
+
+    rows = read_rows(out)
+    return max(rows, key=lambda r: r["evals_per_s"])["network"] if rows else "nchw"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/study"))
@@ -113,8 +162,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--batch-size", type=int, default=2000)
     ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--graph", action="store_true", help="FD stages: each sampler as one CUDA graph")
+    ap.add_argument("--network", default="auto", choices=["auto", *NETWORKS],
+                    help="FD stages: the network's layout and compilation (auto: the fastest the network stage measured)")
+    ap.add_argument("--no-graph", action="store_true", help="FD stages: sample eagerly, not as CUDA graphs")
     args = ap.parse_args()
     t0 = time.monotonic()
     left = lambda: args.minutes - (time.monotonic() - t0) / 60  # noqa: E731
@@ -124,18 +174,24 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     hw = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     stages = args.stage or STAGES
+    if "network" in stages and dev == "cuda":
+        network(args.out / "network.jsonl", dev, dtype, args.batch_size)
     if "speed" in stages:
         speed(args.out / "speed.jsonl", left(), dev, dtype)
-        stages = [s for s in stages if s != "speed"]
+    stages = [s for s in stages if s not in ("network", "speed")]
     if not stages or left() <= 0:
         print(f"study: {(time.monotonic() - t0) / 60:.1f} min on {hw}", flush=True)
         return
     features, kind, ref_name = feature_space("classifier", (1, 28, 28), dev)
     ref = reference_stats(features, kind, ref_name, ref_dir=args.data_dir)
     ref_features = features.image_features(reference_images(ref_name, args.data_dir))  # for the KID
-    compiled = not args.no_compile and dev == "cuda"
-    extra = {"features": kind, "device": hw, "dtype": str(dtype).removeprefix("torch."), "compiled": compiled,
-             "graph": args.graph}
+    graph = dev == "cuda" and not args.no_graph
+    net = args.network if args.network != "auto" else fastest_network(args.out / "network.jsonl")
+    if dev != "cuda":
+        net = "nchw"
+    print(f"FD stages: network {net}, graph {graph}", flush=True)
+    extra = {"features": kind, "device": hw, "dtype": str(dtype).removeprefix("torch."), "network": net,
+             "graph": graph}
     models = {}
     for stage in stages:
         if left() <= 0:
@@ -144,12 +200,10 @@ def main() -> None:
             if left() <= 0:
                 break
             if name not in models:
-                models[name] = load(name, device=dev, dtype=dtype)
-                if compiled:
-                    models[name].compile("default" if args.graph else None)
+                models[name] = prepared(name, dev, dtype, net)
             run_sweep(models[name], name, features, ref, cells, args.out / f"{stage}.jsonl", n=args.n,
                       batch_size=args.batch_size, minutes=left(), extra=extra, ref_features=ref_features,
-                      graph=args.graph, log=lambda s: print(s, flush=True))
+                      graph=graph, log=lambda s: print(s, flush=True))
     print(f"study: {(time.monotonic() - t0) / 60:.1f} min on {hw}", flush=True)
 
 

@@ -56,7 +56,7 @@ def _peak_memory(device: torch.device, fn) -> int | None:
     return torch.cuda.max_memory_allocated(device)
 
 
-def _bare_calls(eps_model, z: torch.Tensor, ts: list, graph: bool):
+def bare_calls(eps_model, z: torch.Tensor, ts: list, graph: bool):
     """The sampler's network calls alone, as a function; with ``graph`` captured as one CUDA graph
     (warm-up on a side stream first, as torch.cuda.graph's recipe asks)."""
     def calls():
@@ -88,7 +88,7 @@ def speed(model, sampler: str, nfe: int, batch_size: int, *, repeats: int = 5, w
     z_T = prior(model.process, model.data_shape, keys).to(dev)
     plan = build_plan(sampler, model.process, nfe, **options)
     ts = [torch.full((batch_size,), op.t, device=dev) for op in plan.ops if isinstance(op, Eval)]
-    bare = _bare_calls(model.eps_model, z_T, ts, graph)
+    bare = bare_calls(model.eps_model, z_T, ts, graph)
 
     def full(k=nfe):
         noise = CounterNoise(keys, fused=graph)

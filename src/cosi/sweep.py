@@ -80,6 +80,9 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
                 r = model_fd(model, features, ref_stats, c["sampler"], c["nfe"], n, batch_size, seed=c["seed"],
                              ref_features=ref_features, graph=graph, **opts)
                 row.update({**r, **c["options"]})
+            except ImportError as e:  # an optional dependency missing here: no row, so a later run retries
+                log(f"{model_name} {c['sampler']} nfe={c['nfe']}: skipped ({e})")
+                continue
             except ValueError as e:  # an NFE or option this sampler cannot take
                 row.update({"sampler": c["sampler"], "nfe": c["nfe"], **c["options"], "seed": c["seed"], "n": n,
                             "error": str(e)})

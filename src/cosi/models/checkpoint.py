@@ -279,22 +279,28 @@ class DiffusionModel:
         self._compiled = torch.compile(self.net, mode=self._compiled_mode)
         return self
 
+    def channels_last(self, on: bool = True) -> "DiffusionModel":
+        """Run the network in the channels-last (NHWC) layout, which cuDNN's tensor-core
+        convolutions prefer; the sampler's state stays in the default layout. Returns self."""
+        self._layout = torch.channels_last if on else torch.contiguous_format
+        self.net.to(memory_format=self._layout)
+        return self
+
     @torch.no_grad()
     def eps_model(self, z: Tensor, t) -> Tensor:
         """ε_θ(z, t): z (B, k·C, H, W) in any float dtype, t scalar or (B,); runs the network in
-        its own dtype and device, returns ε in z's dtype and device."""
+        its own dtype, device and layout, returns ε in z's dtype, device and layout."""
         C, H, W = self.data_shape
         want = (self.process.k * C, H, W)
         if tuple(z.shape[1:]) != want:
             raise ValueError(f"z has shape {tuple(z.shape)}; this {self.process.name} model takes "
                              f"(B, {want[0]}, {H}, {W}) (k={self.process.k} blocks × C={C})")
-        t = torch.as_tensor(t, device=self.device, dtype=torch.float32).reshape(-1).expand(z.shape[0])
-        compiled = getattr(self, "_compiled", None)
-        if compiled is None:
-            return self.net(z.to(device=self.device, dtype=self.dtype), t).to(device=z.device, dtype=z.dtype)
-        # a CUDA-graph replay reuses its output buffer: hand out a copy
-        eps = compiled(z.to(device=self.device, dtype=self.dtype), t.contiguous())
-        return eps.to(device=z.device, dtype=z.dtype, copy=True)
+        t = torch.as_tensor(t, device=self.device, dtype=torch.float32).reshape(-1).expand(z.shape[0]).contiguous()
+        layout = getattr(self, "_layout", torch.contiguous_format)
+        x = z.to(device=self.device, dtype=self.dtype).contiguous(memory_format=layout)
+        net = getattr(self, "_compiled", None) or self.net
+        # copy=True: a CUDA-graph replay of a compiled network reuses its output buffer
+        return net(x, t).to(device=z.device, dtype=z.dtype, copy=True, memory_format=torch.contiguous_format)
 
     __call__ = eps_model
 

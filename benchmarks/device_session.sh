@@ -2,13 +2,13 @@
 # One call on the GPU machine: the CUDA-only tests, then the resumable benchmarks in priority order,
 # each time-boxed so that the call ends inside SECONDS (default 570; the device tool allows 600):
 #   1. tests/test_gpu.py (whole-sampler CUDA graphs against eager sampling);
-#   2. benchmarks/fmnist_fd.py --no-extra (the 1000-step reference rows; instant once all exist);
-#   3. benchmarks/study.py --stage network --stage speed (issue 8's overhead tables);
-#   4. benchmarks/study.py --stage psld --stage vp --stage lam --stage seeds (issue 4's FD study), in
+#   2. benchmarks/study.py --stage network --stage speed (issue 8's overhead tables);
+#   3. benchmarks/study.py --stage psld --stage vp --stage lam --stage seeds (issue 4's FD study), in
 #      CUDA graphs with the fastest network configuration the network stage measured.
 #
 #   OUT=out/device bash benchmarks/device_session.sh [SECONDS] [SPEED_SECONDS]
 #
+# (The 1000-step references, benchmarks/fmnist_fd.py, are complete in benchmarks/results/fmnist_fd.jsonl.)
 # Every step appends to benchmarks/results/ and skips what is there, so calling this again (after
 # copying the returned files back into benchmarks/results/) continues where the last call stopped.
 # Needs Fashion-MNIST's idx files in .data/fmnist (Debian's dataset-fashion-mnist package) and runs
@@ -35,15 +35,11 @@ minutes() { python -c "print(max(0.0, $1 / 60))"; }
 
 timeout 150 python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | grep -v "^DEBUG" | tail -15 | tee -a "$LOG"
 
-timeout $(( $(left) - 60 )) python benchmarks/fmnist_fd.py --no-extra --data-dir .data/fmnist \
-    --out $R/fmnist_fd.jsonl 2>&1 | tee -a "$LOG"
-
 python benchmarks/study.py --stage network --stage speed --minutes "$(minutes $(( SPEED_SECONDS < $(left) - 60 ? SPEED_SECONDS : $(left) - 60 )))" \
     --out $R/study 2>&1 | tee -a "$LOG"
 
 timeout $(( $(left) - 10 )) python benchmarks/study.py --stage psld --stage vp --stage lam --stage seeds \
     --minutes "$(minutes $(( $(left) - 60 )))" --data-dir .data/fmnist --out $R/study 2>&1 | tee -a "$LOG"
 
-cp $R/fmnist_fd.jsonl "$OUT/"
 for f in network speed psld vp lam seeds; do [ -f $R/study/$f.jsonl ] && cp $R/study/$f.jsonl "$OUT/"; done
 echo "session: $(( $(date +%s) - t0 )) s" | tee -a "$LOG"

@@ -3,6 +3,7 @@ on the exact-score oracles (vector Gaussian mixture, d = 32, 8 components).
 
     python benchmarks/oracle_tables.py core      # issue 2: VP and PSLD, NFE 10..200, best lambda
     python benchmarks/oracle_tables.py splitting # issue 3: every preset on PSLD and CLD, NFE 20..200
+    python benchmarks/oracle_tables.py splitting csps-s ...  # recompute only these samplers' rows
 
 Writes benchmarks/results/oracle_<table>.jsonl (one JSON line per cell) and prints markdown.
 The endpoint error is the median over 64 trajectories of the per-trajectory RMS distance to
@@ -89,12 +90,17 @@ def core():
     return out
 
 
-def splitting():
+def splitting(only=()):
+    """Every preset's cells; with ``only``, recompute just those samplers and keep the other rows
+    of the committed file."""
     nfes = (20, 50, 100, 200)
     out = []
     names = ["euler", "em", "conjugate"] + [n for n, s in SAMPLERS.items() if s.processes == ("cld", "psld")]
+    old = [json.loads(x) for x in (RESULTS / "oracle_splitting.jsonl").read_text().splitlines()] if only else []
     for process in ("psld", "cld"):
-        rows = {name: [cell(process, name, n) for n in nfes] for name in names}
+        kept = {(r["sampler"], r["nfe"]): r for r in old if r["process"] == process and r["sampler"] not in only}
+        rows = {name: [kept.get((name, valid_nfe(name, process, n))) if only and name not in only
+                       else cell(process, name, n) for n in nfes] for name in names}
         for cells in rows.values():
             out += [c for c in cells if c]
         det = {k: v for k, v in rows.items() if not SAMPLERS[k].stochastic}
@@ -110,7 +116,7 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     which = sys.argv[1] if len(sys.argv) > 1 else "core"
     t0 = time.time()
-    rows = {"core": core, "splitting": splitting}[which]()
+    rows = core() if which == "core" else splitting(tuple(sys.argv[2:]))
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / f"oracle_{which}.jsonl", "w") as f:
         for r in rows:

@@ -122,6 +122,14 @@ def main() -> None:
                   "| sampler | " + " | ".join(f"NFE {k}" for k in NFES) + " |", "|---|" + "---|" * len(NFES)]
         for s in names:
             lines.append(f"| {s} | " + " | ".join(fmt(table.get((s, k))) for k in NFES) + " |")
+        kids = {(r["sampler"], r["nfe"]): r for r in R[key] if "kid" in r and not {"lam", "eta", "grid"} & set(r)}
+        if kids:
+            lines += ["", "KID in the same features (± its spread over 100 subsets of 1000), seed 0:", "",
+                      "| sampler | " + " | ".join(f"NFE {k}" for k in NFES) + " |", "|---|" + "---|" * len(NFES)]
+            for s in names:
+                cells = [kids.get((s, k)) for k in NFES]
+                lines.append(f"| {s} | " + " | ".join("—" if r is None else f"{r['kid']:.3g} ± {r['kid_std']:.2g}"
+                                                      for r in cells) + " |")
         best_ref = min((refs[(model, s)]["fd"] for s in ("euler", "em") if (model, s) in refs), default=None)
         if best_ref is not None:
             lines += ["", f"NFE at which a sampler first comes within 5 % of the best 1000-step reference "

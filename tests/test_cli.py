@@ -43,3 +43,9 @@ def test_cli_errors_are_clear():
     assert r.exit_code == 2 and "not defined for psld" in r.output
     r = runner.invoke(app, ["bench", "oracle", "-s", "euler", "--option", "oops"])
     assert r.exit_code == 2 and "key=value" in r.output
+
+
+def test_graph_mode_off_a_gpu_is_refused_clearly(tmp_path):
+    r = runner.invoke(app, ["sample", "-m", "fmnist-vp", "-s", "ddim", "--nfe", "4", "--n", "2", "--device", "cpu",
+                            "--graph", "--out", str(tmp_path), "-q"])
+    assert r.exit_code == 2 and "CUDA graphs" in r.output and not (tmp_path / "images").exists()

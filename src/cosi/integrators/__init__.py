@@ -139,7 +139,7 @@ register_splitting("sps-s", "splitting PSLD sampler, stochastic: O, B/2, A, call
                    "eta='auto' = min(1, nfe/50)", Scheme("OBA*B", (1, H, 1, H), "euler", "reduced"), eta="auto")
 register_splitting("csps-s", "conjugate splitting PSLD sampler, stochastic: O, B/2, A (conjugate), call, "
                    "B/2; eta='auto' = min(1, nfe/50)",
-                   Scheme("OBA*B", (1, H, 1, H), "A=conjugate,B=euler", "reduced"), eta="auto", lam=-3.0)
+                   Scheme("OBA*B", (1, H, 1, H), "A=conjugate,B=euler", "reduced"), eta="auto", lam=0.0)
 register_splitting("sscs", "CLD's symmetric splitting sampler SSCS (Dockhorn et al. 2022)",
                    Scheme("O*BAO", (H, 1, 1, H), "euler", "reduced", o_part="linear"), eta=1.0)
 

@@ -62,7 +62,7 @@ def speed_section(rows: list[dict]) -> list[str]:
               "state float32; median of 3 interleaved repeats after a warm-up, CUDA events. A cell is the ratio "
               "sampler / bare network calls (images/s of the sampler); '—': not measured, or the sampler cannot "
               "meet that NFE. Peak memory: the first use (a graph's capture included) at NFE 50 and at 2×NFE, "
-              "batch 256.", ""]
+              "batch 256; it includes what earlier cells left allocated (docs/performance.md, 'Memory').", ""]
     for model in dict.fromkeys(r["model"] for r in ok):
         for mode in MODES:
             sel = [r for r in ok if r["model"] == model and r.get("mode", "eager") == mode]

@@ -9,9 +9,10 @@ For a model, sampler, NFE and batch size, :func:`speed` times
 
 each after warm-up, as the median of ``repeats`` runs, with CUDA events on a GPU (wall clock on
 a CPU). With ``graph=True`` both run as captured CUDA graphs: the sampler as `cosi sample
---graph` runs it (one graph for the whole sampler), the bare calls as one graph of ``nfe`` calls. It reports the ratio sampler / bare, images per second, and the peak device memory of
-a sampler run (CUDA only), once at ``nfe`` and once at ``2·nfe`` so that memory growing with NFE
-shows.
+--graph` runs it (one graph for the whole sampler), the bare calls as one graph of ``nfe``
+calls. It reports the ratio sampler / bare, images per second, and the peak device memory of
+a first sampler run (CUDA only), once at ``nfe`` and once at ``2·nfe`` so that memory growing
+with NFE shows.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from .api import sample
 from .generate import prior
 from .noise import CounterNoise, sample_keys
 from .integrators import build_plan, get_sampler
-from .integrators.plan import Eval, release_graphs, side_stream
+from .integrators.plan import Eval, capture, release_graphs
 
 
 def _timer(device: torch.device):
@@ -58,22 +58,14 @@ def _peak_memory(device: torch.device, fn) -> int | None:
 
 
 def bare_calls(eps_model, z: torch.Tensor, ts: list, graph: bool):
-    """The sampler's network calls alone, as a function; with ``graph`` captured as one CUDA graph
-    (warm-up on a side stream first, as torch.cuda.graph's recipe asks)."""
+    """The sampler's network calls alone, as a function; with ``graph`` captured as one CUDA graph."""
     def calls():
         for t in ts:
             eps_model(z, t)
 
     if not graph:
         return calls
-    side = side_stream(z.device)
-    side.wait_stream(torch.cuda.current_stream(z.device))
-    with torch.cuda.stream(side):
-        calls()
-    torch.cuda.current_stream(z.device).wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        calls()
+    _, g, _ = capture(calls, z.device)
     return g.replay
 
 

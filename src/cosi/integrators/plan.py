@@ -188,28 +188,36 @@ def side_stream(device: torch.device) -> "torch.cuda.Stream":
     return torch.cuda.Stream(device)
 
 
+def capture(fn: Callable, device: torch.device):
+    """torch.cuda.graph's recipe: run ``fn`` once on the warm-up stream (cuDNN autotuning,
+    compilation, lazy initialization), then capture it. Returns (the warm-up's result, the graph,
+    the captured run's outputs, which each replay overwrites)."""
+    main, side = torch.cuda.current_stream(device), side_stream(device)
+    side.wait_stream(main)
+    with torch.cuda.stream(side):
+        first = fn()
+    main.wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return first, graph, out
+
+
 class _CapturedPlan:
     """A plan captured as one CUDA graph for one state shape: network calls, updates (compiled,
     one kernel each) and counter-based noise replayed with no launch or Python overhead.
 
-    Capture follows torch.cuda.graph's recipe: one warm-up run on a side stream (cuDNN
-    autotuning, compilation, lazy initialization), whose result serves the first request, then
-    the capture. The state and the noise keys are static buffers refilled before each replay."""
+    The warm-up run before the capture (:func:`capture`) serves the first request. The state
+    and the noise keys are static buffers refilled before each replay."""
 
     def __init__(self, plan: Plan, eps_model: Callable, z: Tensor, noise: CounterNoise | None):
         self.plan, self.eps_model = plan, eps_model
         self.z = z.clone()
         self.keys = None if noise is None else noise.keys.clone()
         static_noise = None if noise is None else CounterNoise(self.keys, fused=True)
-        main, side = torch.cuda.current_stream(z.device), side_stream(z.device)
-        side.wait_stream(main)
-        with torch.cuda.stream(side):
-            first = _loop(plan, eps_model, self.z, static_noise, fused=True)
-        main.wait_stream(side)
+        first, self.graph, (self.out, self.finite) = capture(
+            lambda: _loop(plan, eps_model, self.z, static_noise, fused=True), z.device)
         self.first = tuple(t.clone() for t in first)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out, self.finite = _loop(plan, eps_model, self.z, static_noise, fused=True)
 
     def matches(self, plan: Plan, eps_model: Callable) -> bool:
         return self.plan is plan and self.eps_model == eps_model

@@ -119,9 +119,10 @@ def prepared(name: str, device: str, dtype, network: str):
 
 def network(out: Path, device: str, dtype, batch: int, calls: int = 20) -> None:
     """Bare-call throughput of the PSLD U-Net (one CUDA graph of ``calls`` calls, median of 3)."""
-    from cosi.benchmark import bare_calls
+    from cosi.benchmark import bare_calls, timer
     from cosi.sweep import read_rows
 
+    clock = timer(torch.device(device))
     done = {r["network"] for r in read_rows(out)}
     for name in NETWORKS:
         if name in done:
@@ -132,14 +133,7 @@ def network(out: Path, device: str, dtype, batch: int, calls: int = 20) -> None:
         ts = [torch.full((batch,), t, device=device) for t in torch.linspace(1.0, 1e-3, calls).tolist()]
         replay = bare_calls(model.eps_model, z, ts, graph=True)  # warm-up (and compilation) included
         setup = time.perf_counter() - t0
-        secs = []
-        for _ in range(3):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            replay()
-            end.record()
-            end.synchronize()
-            secs.append(start.elapsed_time(end) / 1000)
+        secs = [clock(replay) for _ in range(3)]
         row = {"network": name, "batch_size": batch, "calls": calls, "evals_per_s": batch * calls / sorted(secs)[1],
                "setup_s": round(setup, 1), "device": torch.cuda.get_device_name(), "dtype": str(dtype)}
         with out.open("a") as f:

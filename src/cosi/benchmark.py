@@ -29,7 +29,7 @@ from .integrators import build_plan, get_sampler
 from .integrators.plan import Eval, capture, release_graphs
 
 
-def _timer(device: torch.device):
+def timer(device: torch.device):
     """fn -> seconds of one call of fn, measured on the device's clock."""
     if device.type == "cuda":
         def run(fn):
@@ -87,7 +87,7 @@ def speed(model, sampler: str, nfe: int, batch_size: int, *, repeats: int = 5, w
         noise = CounterNoise(keys, fused=graph)
         sample(model.eps_model, model.process, sampler, k, z_T=z_T, noise=noise, graph=graph, **options)
 
-    clock = _timer(dev)
+    clock = timer(dev)
     for _ in range(warmup):
         bare(), full()
     t_bare, t_full = [], []

@@ -15,6 +15,9 @@ same command continues in the next session where this one stopped):
   lam        FD vs λ (−6 … 4) for lambda-ddim-2 / csps-d (PSLD) and lambda-ddim-1 (VP), plus lam=auto
   seeds      a second seed for the rows of psld and vp at NFE 20 and 50 (the FD's sampling noise)
 
+The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
+the paper's Table 2 at NFE 50 and 100, their second seeds, the λ curves, then everything else.
+
 FD and KID: the shipped classifier's features, --n samples against the 10k Fashion-MNIST test images;
 network in bf16, state in float32, each sampler captured as one CUDA graph on a GPU (--no-graph: eager). The 1000-step references the
 study is judged against come from benchmarks/fmnist_fd.py (benchmarks/results/fmnist_fd.jsonl).
@@ -45,20 +48,30 @@ def samplers_of(process: str) -> list[str]:
     return [n for n, s in SAMPLERS.items() if process in s.processes and n != "conjugate"]
 
 
-def sweeps(stage: str) -> list[tuple[str, list[dict]]]:
-    """(model, cells) pairs of a stage."""
-    if stage == "psld":
-        return [("fmnist-psld", make_cells(samplers_of("psld"), NFES))]
-    if stage == "vp":
-        return [("fmnist-vp", make_cells(samplers_of("vp"), NFES))]
-    if stage == "lam":
-        lams = [-6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, "auto"]
-        return [("fmnist-psld", make_cells(["lambda-ddim-2", "csps-d"], [10, 20, 50, 100], lams=lams)),
-                ("fmnist-vp", make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=lams))]
-    if stage == "seeds":
-        return [("fmnist-psld", make_cells(samplers_of("psld"), [20, 50], seeds=[1])),
-                ("fmnist-vp", make_cells(samplers_of("vp"), [20, 50], seeds=[1]))]
-    raise ValueError(stage)
+HEADLINE = {"fmnist-psld": ["csps-d", "csps-s"], "fmnist-vp": ["lambda-ddim-1", "dpm-solver++", "unipc"]}
+TABLE2 = ["em", "sscs", "oba", "roba", "coba", "euler", "lambda-ddim-1", "lambda-ddim-2", "cvv"]  # and HEADLINE's
+LAMS = [-6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, "auto"]
+
+
+def fd_plan() -> list[tuple[str, str, list[dict]]]:
+    """(stage, model, cells) in priority order: what the issue's closing figures need first.
+
+    A stage's rows go to OUT/<stage>.jsonl and finished cells are skipped, so a later, wider entry of
+    the same stage runs only what the earlier ones left.
+    """
+    psld, vp = "fmnist-psld", "fmnist-vp"
+    return [("psld", psld, make_cells(HEADLINE[psld], NFES)),
+            ("vp", vp, make_cells(HEADLINE[vp], NFES)),
+            ("psld", psld, make_cells(TABLE2, [50, 100])),  # the paper's Table 2 NFEs
+            ("seeds", psld, make_cells([*HEADLINE[psld], "em"], [20, 50], seeds=[1])),
+            ("seeds", vp, make_cells(HEADLINE[vp][:2], [20, 50], seeds=[1])),
+            ("lam", psld, make_cells(["lambda-ddim-2"], [10, 20, 50, 100], lams=LAMS)),
+            ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=LAMS)),
+            ("psld", psld, make_cells(samplers_of("psld"), NFES)),
+            ("vp", vp, make_cells(samplers_of("vp"), NFES)),
+            ("lam", psld, make_cells(["csps-d"], [10, 20, 50, 100], lams=LAMS)),
+            ("seeds", psld, make_cells(samplers_of("psld"), [20, 50], seeds=[1])),
+            ("seeds", vp, make_cells(samplers_of("vp"), [20, 50], seeds=[1]))]
 
 
 TARGETS = ["csps-d", "csps-s", "lambda-ddim-2", "em"]  # issue 8's overhead target: <= 1.02 at batch 256, NFE 50
@@ -187,17 +200,16 @@ def main() -> None:
     extra = {"features": kind, "device": hw, "dtype": str(dtype).removeprefix("torch."), "network": net,
              "graph": graph}
     models = {}
-    for stage in stages:
+    for stage, name, cells in fd_plan():
         if left() <= 0:
             break
-        for name, cells in sweeps(stage):
-            if left() <= 0:
-                break
-            if name not in models:
-                models[name] = prepared(name, dev, dtype, net)
-            run_sweep(models[name], name, features, ref, cells, args.out / f"{stage}.jsonl", n=args.n,
-                      batch_size=args.batch_size, minutes=left(), extra=extra, ref_features=ref_features,
-                      graph=graph, log=lambda s: print(s, flush=True))
+        if stage not in stages:
+            continue
+        if name not in models:
+            models[name] = prepared(name, dev, dtype, net)
+        run_sweep(models[name], name, features, ref, cells, args.out / f"{stage}.jsonl", n=args.n,
+                  batch_size=args.batch_size, minutes=left(), extra=extra, ref_features=ref_features,
+                  graph=graph, log=lambda s: print(s, flush=True))
     print(f"study: {(time.monotonic() - t0) / 60:.1f} min on {hw}", flush=True)
 
 

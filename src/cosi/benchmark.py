@@ -95,7 +95,7 @@ def speed(model, sampler: str, nfe: int, batch_size: int, *, repeats: int = 5, w
         t_bare.append(clock(bare))
         t_full.append(clock(full))
     tb, tf = statistics.median(t_bare), statistics.median(t_full)
-    compiled = getattr(model, "_compiled_mode", None)
+    compiled = getattr(model, "compiled_mode", None)
     out = {"sampler": sampler, "nfe": nfe, "batch_size": batch_size, "device": str(dev),
            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
            "dtype": str(model.dtype).removeprefix("torch."), "compiled": compiled, "graph": graph,

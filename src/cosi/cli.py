@@ -437,7 +437,7 @@ def bench_speed(
     _speed_up(m, compile, graph)
     names = [n for n, s in SAMPLERS.items() if m.process.name in s.processes] if sampler == ["all"] else sampler
     if not as_json:
-        typer.echo(f"{model} on {m.device} ({m.dtype}, compiled: {getattr(m, '_compiled_mode', None)}, "
+        typer.echo(f"{model} on {m.device} ({m.dtype}, compiled: {m.compiled_mode}, "
                    f"graph: {graph}); median of {repeats}\n"
                    "| sampler | NFE | batch | bare network (ms) | sampler (ms) | ratio | images/s | peak memory (MiB) |\n"
                    "|---|---|---|---|---|---|---|---|")

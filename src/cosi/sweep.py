@@ -49,7 +49,8 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
     """Run the cells not yet in ``out`` (JSONL), appending one row each; returns the new rows.
     ``minutes``: start no new cell after that much wall time. ``extra``: fields added to each row.
     ``ref_features``: the reference's features (N, dim), to add the KID to each row. ``graph``: sample
-    with captured CUDA graphs (:func:`cosi.api.sample`); not part of a cell's key."""
+    with captured CUDA graphs (:func:`cosi.api.sample`) where the sampler has a plan (the samplers run
+    by diffusers run eagerly); not part of a cell's key, recorded in the row."""
     from .evaluate import model_fd
 
     t0 = time.monotonic()
@@ -65,7 +66,8 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
             if minutes is not None and time.monotonic() - t0 > 60 * minutes:
                 log(f"time budget of {minutes} min reached; run again to continue")
                 break
-            row = {"key": key, "model": model_name, **(extra or {})}
+            graphed = graph and get_sampler(c["sampler"]).build is not None
+            row = {"key": key, "model": model_name, **(extra or {}), "graph": graphed}
             try:
                 opts = dict(c["options"])
                 if opts.get("lam") == "auto":
@@ -78,7 +80,7 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
                     row.update({"lam_chosen": tuning["lam"], "tuning_calls": tuning["calls"],
                                 "tuning_probe": tuning["probe"]})
                 r = model_fd(model, features, ref_stats, c["sampler"], c["nfe"], n, batch_size, seed=c["seed"],
-                             ref_features=ref_features, graph=graph, **opts)
+                             ref_features=ref_features, graph=graphed, **opts)
                 row.update({**r, **c["options"]})
             except ImportError as e:  # an optional dependency missing here: no row, so a later run retries
                 log(f"{model_name} {c['sampler']} nfe={c['nfe']}: skipped ({e})")

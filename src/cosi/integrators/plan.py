@@ -252,7 +252,7 @@ def _run_graphed(plan: Plan, eps_model: Callable, z: Tensor, noise) -> tuple[Ten
         raise ValueError("graph=True replays the sampler's noise from counter-based keys: pass "
                          "noise=cosi.noise.CounterNoise(keys) (cosi.sample does when given a generator)")
     owner = getattr(eps_model, "__self__", eps_model)
-    if getattr(owner, "_compiled_mode", None) == "reduce-overhead":
+    if getattr(owner, "compiled_mode", None) == "reduce-overhead":
         raise ValueError("the network is compiled with its own CUDA graphs (mode 'reduce-overhead'), which "
                          "graph=True cannot capture again: compile it with model.compile('default')")
     key = (id(plan), id(owner), tuple(z.shape), z.dtype, str(z.device))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -256,6 +256,9 @@ class DiffusionModel:
     net: nn.Module
     data_shape: tuple  # (C, H, W)
     config: dict
+    compiled_mode: str | None = None  # set by compile()
+    compiled_net: nn.Module | None = field(default=None, repr=False)
+    layout: torch.memory_format = torch.contiguous_format  # set by channels_last()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -275,15 +278,15 @@ class DiffusionModel:
         graphs: the launch overhead of a small U-Net is replayed away), elsewhere 'default'. For
         sampling with ``graph=True``, which captures the whole sampler, use mode 'default' (a
         network that captures itself cannot be captured again). Returns self."""
-        self._compiled_mode = mode or ("reduce-overhead" if self.device.type == "cuda" else "default")
-        self._compiled = torch.compile(self.net, mode=self._compiled_mode)
+        self.compiled_mode = mode or ("reduce-overhead" if self.device.type == "cuda" else "default")
+        self.compiled_net = torch.compile(self.net, mode=self.compiled_mode)
         return self
 
     def channels_last(self, on: bool = True) -> "DiffusionModel":
         """Run the network in the channels-last (NHWC) layout, which cuDNN's tensor-core
         convolutions prefer; the sampler's state stays in the default layout. Returns self."""
-        self._layout = torch.channels_last if on else torch.contiguous_format
-        self.net.to(memory_format=self._layout)
+        self.layout = torch.channels_last if on else torch.contiguous_format
+        self.net.to(memory_format=self.layout)
         return self
 
     @torch.no_grad()
@@ -296,9 +299,9 @@ class DiffusionModel:
             raise ValueError(f"z has shape {tuple(z.shape)}; this {self.process.name} model takes "
                              f"(B, {want[0]}, {H}, {W}) (k={self.process.k} blocks × C={C})")
         t = torch.as_tensor(t, device=self.device, dtype=torch.float32).reshape(-1).expand(z.shape[0]).contiguous()
-        layout = getattr(self, "_layout", torch.contiguous_format)
-        x = z.to(device=self.device, dtype=self.dtype).contiguous(memory_format=layout)
-        net = getattr(self, "_compiled", None) or self.net
+        x = z.to(device=self.device, dtype=self.dtype).contiguous(memory_format=self.layout)
+        # not `compiled_net or net`: a compiled module's truth value asks the wrapped UNet for len()
+        net = self.net if self.compiled_net is None else self.compiled_net
         # copy=True: a CUDA-graph replay of a compiled network reuses its output buffer
         return net(x, t).to(device=z.device, dtype=z.dtype, copy=True, memory_format=torch.contiguous_format)
 

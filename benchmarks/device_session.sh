@@ -3,10 +3,12 @@
 # each time-boxed so that the call ends inside SECONDS (default 570; the device tool allows 600):
 #   1. tests/test_gpu.py (whole-sampler CUDA graphs against eager sampling);
 #   2. benchmarks/study.py --stage network --stage speed (issue 8's overhead tables);
-#   3. benchmarks/study.py --stage psld --stage vp --stage lam --stage seeds (issue 4's FD study), in
+#   3. benchmarks/study.py --stage psld --stage vp --stage lam --stage tune --stage seeds (issue 4's FD study), in
 #      CUDA graphs with the fastest network configuration the network stage measured.
 #
-#   OUT=out/device [SKIP_TESTS=1] bash benchmarks/device_session.sh [SECONDS] [NETWORK_AND_SPEED_SECONDS]
+#   OUT=out/device [SKIP_TESTS=1 | TESTS_K=EXPR] bash benchmarks/device_session.sh [SECONDS] [NETWORK_AND_SPEED_SECONDS]
+#
+# (TESTS_K: run only the GPU tests pytest's -k selects.)
 #
 # (The 1000-step references, benchmarks/fmnist_fd.py, are complete in benchmarks/results/fmnist_fd.jsonl.)
 # Every step appends to benchmarks/results/ and skips what is there, so calling this again (after
@@ -34,14 +36,14 @@ minutes() { python -c "print(max(0.0, $1 / 60))"; }
   python -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee "$LOG"
 
 if [ -z "${SKIP_TESTS:-}" ]; then
-    timeout 150 python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | grep -v "^DEBUG" | tail -15 | tee -a "$LOG"
+    timeout 150 python -m pytest -q -p no:cacheprovider tests/test_gpu.py ${TESTS_K:+-k "$TESTS_K"} 2>&1 | grep -v "^DEBUG" | tail -15 | tee -a "$LOG"
 fi
 
 python benchmarks/study.py --stage network --stage speed --minutes "$(minutes $(( SPEED_SECONDS < $(left) - 60 ? SPEED_SECONDS : $(left) - 60 )))" \
     --out $R/study 2>&1 | tee -a "$LOG"
 
-timeout $(( $(left) - 10 )) python benchmarks/study.py --stage psld --stage vp --stage lam --stage seeds \
+timeout $(( $(left) - 10 )) python benchmarks/study.py --stage psld --stage vp --stage lam --stage tune --stage seeds \
     --minutes "$(minutes $(( $(left) - 60 )))" --data-dir .data/fmnist --out $R/study 2>&1 | tee -a "$LOG"
 
-for f in network speed psld vp lam seeds; do [ -f $R/study/$f.jsonl ] && cp $R/study/$f.jsonl "$OUT/"; done
+for f in network speed psld vp lam tune seeds; do [ -f $R/study/$f.jsonl ] && cp $R/study/$f.jsonl "$OUT/"; done
 echo "session: $(( $(date +%s) - t0 )) s" | tee -a "$LOG"

@@ -2,6 +2,7 @@
 
     python benchmarks/oracle_mmd_exact.py [--n 16000] [--seeds 2] [--json FILE]   # ~35 min, 2-core CPU
     python benchmarks/oracle_mmd_exact.py --eta-scan --n 8000 --seeds 1            # csps-s at NFE 50 vs η
+    python benchmarks/oracle_mmd_exact.py --cell gddim-s:50 --cell 'csps-s:50:{"eta": 0.5}'   # any cells
 
 `cosi.oracle.mmd2_to_mixture` integrates the sample–data and data–data kernel terms exactly
 (the target is the mixture of x at t_min itself), so no reference sample adds noise: the only
@@ -32,7 +33,10 @@ if __name__ == "__main__":
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--json", default=None, help="also append one JSON line per run to this file")
     ap.add_argument("--eta-scan", action="store_true", help="csps-s at NFE 50 for η in 0.5 ... 2 instead")
+    ap.add_argument("--cell", action="append", default=[], help="SAMPLER:NFE[:JSON options] instead (repeatable)")
     args = ap.parse_args()
+    cells = [(c.split(":", 2)[0], int(c.split(":", 2)[1]), json.loads(c.split(":", 2)[2]) if c.count(":") > 1 else {})
+             for c in args.cell] or (ETA_SCAN if args.eta_scan else CELLS)
     torch.set_num_threads(2)
     p = cosi.make_process("psld")
     gmm = GaussianMixture.random(d=32, seed=0)
@@ -40,7 +44,7 @@ if __name__ == "__main__":
     target = gmm.marginal_mixture(p, p.t_min)
     print(f"PSLD oracle, d = 32, {args.n} samples; MMD² ± standard error, one column per seed\n")
     print("| sampler | NFE | options | fine kernels | wide kernels |\n|---|---|---|---|---|")
-    for sampler, nfe, opts in ETA_SCAN if args.eta_scan else CELLS:
+    for sampler, nfe, opts in cells:
         fine, wide = [], []
         t0 = time.time()
         for seed in range(args.seeds):

@@ -12,7 +12,10 @@ same command continues in the next session where this one stopped):
              graphs first, then the other modes (eager; graph with a compiled network; compiled network)
   psld       FD vs NFE {10, 20, 50, 100, 200} for every PSLD sampler (the paper's Table 2 and more)
   vp         the same for every VP sampler, DPM-Solver++ and UniPC included
-  lam        FD vs λ (−6 … 4) for lambda-ddim-2 / csps-d (PSLD) and lambda-ddim-1 (VP), plus lam=auto
+  lam        FD vs λ (−6 … 4) for lambda-ddim-2 / csps-d (PSLD) and lambda-ddim-1 (VP), plus lam=auto,
+             and a fine λ grid (steps of 0.25 on PSLD, 0.125 on VP) around the optimum: the check of lam=auto
+  tune       the stochastic splitting samplers on the learned PSLD model: η × what O integrates (o_part)
+             at NFE 20, 50, 100 (the evidence for csps-s's defaults)
   seeds      a second seed for the rows of psld and vp at NFE 20 and 50 (the FD's sampling noise)
 
 The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
@@ -39,7 +42,7 @@ from cosi.models.checkpoint import load
 from cosi.sweep import make_cells, run_sweep
 
 NFES = [10, 20, 50, 100, 200]
-STAGES = ["network", "speed", "psld", "vp", "lam", "seeds"]
+STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds"]
 NETWORKS = {"nchw": (False, None), "nhwc": (True, None), "nchw+compile": (False, "default"),
             "nhwc+compile": (True, "default")}  # name: (channels-last, torch.compile mode)
 
@@ -51,6 +54,9 @@ def samplers_of(process: str) -> list[str]:
 HEADLINE = {"fmnist-psld": ["csps-d", "csps-s"], "fmnist-vp": ["lambda-ddim-1", "dpm-solver++", "unipc"]}
 TABLE2 = ["em", "sscs", "oba", "roba", "coba", "euler", "lambda-ddim-1", "lambda-ddim-2", "cvv"]  # and HEADLINE's
 LAMS = [-6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, "auto"]
+# the fine grids of the lam=auto check, around the optima of the coarse curves (λ ≈ 1–2.5 for lambda-ddim-2 on
+# PSLD, λ ≈ 0 for lambda-ddim-1 on VP)
+LAMS_FINE = {"fmnist-psld": [0.25 * i for i in range(13)], "fmnist-vp": [-0.5 + 0.125 * i for i in range(9)]}
 
 
 def fd_plan() -> list[tuple[str, str, list[dict]]]:
@@ -66,9 +72,14 @@ def fd_plan() -> list[tuple[str, str, list[dict]]]:
             ("seeds", psld, make_cells([*HEADLINE[psld], "em"], [20, 50], seeds=[1])),
             ("seeds", vp, make_cells(HEADLINE[vp][:2], [20, 50], seeds=[1])),
             ("lam", psld, make_cells(["lambda-ddim-2"], [10, 20, 50, 100], lams=LAMS)),
-            ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=LAMS)),
+            ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=["auto"])),
+            ("tune", psld, make_cells(["csps-s", "sps-s"], [20, 50, 100], etas=[0.5, 1.0],
+                                      o_parts=["friction", "none", "linear"])),
             ("psld", psld, make_cells(samplers_of("psld"), NFES)),
             ("vp", vp, make_cells(samplers_of("vp"), NFES)),
+            ("lam", psld, make_cells(["lambda-ddim-2"], [10, 20, 50, 100], lams=LAMS_FINE[psld])),
+            ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=LAMS_FINE[vp])),
+            ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=LAMS)),
             ("lam", psld, make_cells(["csps-d"], [10, 20, 50, 100], lams=LAMS)),
             ("seeds", psld, make_cells(samplers_of("psld"), [20, 50], seeds=[1])),
             ("seeds", vp, make_cells(samplers_of("vp"), [20, 50], seeds=[1]))]

@@ -27,13 +27,16 @@ def test_fused_update_and_noise_equal_the_eager_ones():
     C = torch.randn(2, 6, device="cuda")
     z, a, b = torch.randn(3, 8, 4, 5, 5, device="cuda").unbind(0)
     torch.testing.assert_close(_fused_updates()[3](C, z, a, b), lin_update(C, z, a, b))
+    C4, r = torch.randn(2, 8, device="cuda"), torch.randn(8, 4, 5, 5, device="cuda")  # with the register
+    torch.testing.assert_close(_fused_updates()[4](C4, z, a, r, b), lin_update(C4, z, a, r, b))
     keys = sample_keys(3, torch.arange(7, device="cuda"))
     torch.testing.assert_close(counter_normal(keys, 5, (2, 28, 28), fused=True), counter_normal(keys, 5, (2, 28, 28)),
                                rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("sampler,nfe", [("csps-d", 10), ("csps-s", 10), ("em", 10), ("euler", 10),
-                                         ("lambda-ddim-2", 10), ("ddim", 10)])
+                                         ("lambda-ddim-2", 10), ("ddim", 10), ("gddim-2m", 10),
+                                         ("gddim-s", 10)])
 def test_graph_sampling_equals_eager_sampling(model, sampler, nfe):
     if model.process.name not in get_sampler(sampler).processes:
         pytest.skip(f"{sampler} is not defined for {model.process.name}")

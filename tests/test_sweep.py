@@ -54,6 +54,27 @@ def test_sweep_skips_finished_cells_and_redoes_only_the_missing_one(tmp_path):
     assert len(read_rows(out)) == 12
 
 
+def test_a_cell_measured_under_changed_defaults_is_measured_again(tmp_path):
+    """A row stands while every default it recorded is unchanged; a new option does not void it."""
+    from cosi.sweep import same_defaults
+
+    assert same_defaults({"grid": "quadratic", "eta": 1.0}, {"grid": "quadratic", "eta": 1.0, "o_part": "friction"})
+    assert not same_defaults({"grid": "quadratic", "eta": 1.0}, {"grid": "quadratic", "eta": 0.5})
+    assert same_defaults(None, {"grid": "uniform"})
+    model, gmm = image_model()
+    feats = FlatFeatures()
+    ref = feats.stats([gmm.sample(400, torch.Generator().manual_seed(0)).float()])
+    cells = make_cells(["ddim"], [4], seeds=[0])
+    out = tmp_path / "sweep.jsonl"
+    (row,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
+    assert row["defaults"] == {"grid": "quadratic", "eta": 0.0}
+    row["defaults"]["grid"] = "uniform"  # as if measured when the default grid was another
+    out.write_text(__import__("json").dumps(row) + "\n")
+    (again,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
+    assert again["key"] == row["key"] and again["defaults"]["grid"] == "quadratic"
+    assert run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None) == []
+
+
 def test_plots_from_sweep_rows(tmp_path):
     rows = [{"sampler": "lambda-ddim-1", "nfe": k, "lam": lam, "seed": s, "fd": 10.0 / k + lam + s}
             for k in (10, 20) for lam in (0.0, 1.0) for s in (0, 1)]

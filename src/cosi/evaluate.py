@@ -32,11 +32,13 @@ def oracle_benchmark(process, sampler: str, nfe: int, *, d: int = 32, n: int = 6
     component) and MMD / sliced Wasserstein with their floors (every sampler)."""
     process = make_process(process) if isinstance(process, str) else process
     spec = get_sampler(sampler)
-    gmm, z_T, ref = oracle_setup(process, d, n, seed, gmm_seed, reference=not spec.stochastic)
+    eta = options.get("eta", spec.options.get("eta"))
+    stochastic = spec.stochastic if eta is None else eta == "auto" or eta > 0
+    gmm, z_T, ref = oracle_setup(process, d, n, seed, gmm_seed, reference=not stochastic)
     eps = gmm.eps_model(process)
     out = {"process": process.name, "sampler": sampler, "nfe": nfe, "d": d,
            "grid": grid or spec.grid(process), "denoise": denoise, **options}
-    if not spec.stochastic and not denoise:
+    if not stochastic and not denoise:
         r = sample(eps, process, sampler, nfe, z_T=z_T, grid=grid, denoise=denoise, **options)
         per = ((r.z - ref) ** 2).flatten(1).mean(1).sqrt()
         out["endpoint_error"] = endpoint_error(r.z, ref)

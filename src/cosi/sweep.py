@@ -1,9 +1,11 @@
 """Sweeps: FD over a grid of samplers × NFE × λ × η × time grid × seed, one JSON line per cell.
 
-A cell is (model, sampler, NFE, options, n, seed); its key is that tuple as JSON. Cells whose
-key is already in the output file are skipped, so an interrupted sweep continues where it
-stopped and never recomputes a finished cell. λ values apply only to samplers with a ``lam``
-option, η values only to those with ``eta``; a sampler that cannot meet an NFE gets a row with
+A cell is (model, sampler, NFE, options, n, seed); its key is that tuple as JSON. Each row also
+records the sampler's defaults at the time (its default grid and options), and a cell whose key
+is already in the output file with the same defaults is skipped (:func:`same_defaults`), so an
+interrupted sweep continues where it stopped and never recomputes a finished cell, while a cell
+measured under defaults that have changed since is measured again (the newer row then stands for
+the key). λ values apply only to samplers with a ``lam`` option, η values only to those with ``eta``; a sampler that cannot meet an NFE gets a row with
 an ``error`` instead of an FD. Each seed draws other samples (counter-based, :mod:`cosi.generate`),
 so the spread over seeds is the sampling noise of the FD.
 """
@@ -22,18 +24,38 @@ def cell_key(model: str, sampler: str, nfe: int, options: dict, n: int, seed: in
     return json.dumps([model, sampler, nfe, options, n, seed], sort_keys=True)
 
 
-def make_cells(samplers, nfes, lams=(None,), etas=(None,), grids=(None,), seeds=(0,)) -> list[dict]:
-    """Every combination, with λ and η given only to the samplers that take them."""
+def make_cells(samplers, nfes, lams=(None,), etas=(None,), grids=(None,), seeds=(0,), o_parts=(None,)) -> list[dict]:
+    """Every combination, with λ, η and o_part given only to the samplers that take them."""
     cells = []
     for sampler in samplers:
         opts = get_sampler(sampler).options
-        for nfe, lam, eta, grid, seed in itertools.product(nfes, lams if "lam" in opts else (None,),
-                                                           etas if "eta" in opts else (None,), grids, seeds):
-            o = {k: v for k, v in (("lam", lam), ("eta", eta), ("grid", grid)) if v is not None}
+        for nfe, lam, eta, o_part, grid, seed in itertools.product(
+                nfes, lams if "lam" in opts else (None,), etas if "eta" in opts else (None,),
+                o_parts if "o_part" in opts else (None,), grids, seeds):
+            o = {k: v for k, v in (("lam", lam), ("eta", eta), ("o_part", o_part), ("grid", grid)) if v is not None}
             cell = {"sampler": sampler, "nfe": nfe, "options": o, "seed": seed}
             if cell not in cells:
                 cells.append(cell)
     return cells
+
+
+def sampler_defaults(sampler: str, process) -> dict:
+    """What a cell's options leave to the sampler: its default options and, for cosi's own
+    samplers, its default grid on ``process``."""
+    s = get_sampler(sampler)
+    return {**({"grid": s.grid(process)} if s.build is not None else {}), **s.options}
+
+
+def same_defaults(recorded: dict | None, current: dict) -> bool:
+    """Whether a row measured under ``recorded`` defaults stands for ``current`` ones: every default it
+    recorded is unchanged. An option added since is taken to keep the old behaviour by default, and a
+    row from before defaults were recorded (None) stands."""
+    return recorded is None or all(current.get(k) == v for k, v in recorded.items())
+
+
+def latest_rows(rows: list[dict]) -> list[dict]:
+    """One row per key, the last written (a cell measured again under new defaults)."""
+    return list({r.get("key", id(r)): r for r in rows}.values())
 
 
 def read_rows(path) -> list[dict]:
@@ -55,19 +77,22 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
 
     t0 = time.monotonic()
     out = Path(out)
-    done = {r["key"] for r in read_rows(out)}
+    measured = {}  # key -> the defaults of each row measured for it (None: from before defaults were recorded)
+    for r in read_rows(out):
+        measured.setdefault(r["key"], []).append(r.get("defaults"))
     new = []
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         for c in cells:
             key = cell_key(model_name, c["sampler"], c["nfe"], c["options"], n, c["seed"])
-            if key in done:
+            defaults = sampler_defaults(c["sampler"], model.process)
+            if any(same_defaults(d, defaults) for d in measured.get(key, ())):
                 continue
             if minutes is not None and time.monotonic() - t0 > 60 * minutes:
                 log(f"time budget of {minutes} min reached; run again to continue")
                 break
             graphed = graph and get_sampler(c["sampler"]).build is not None
-            row = {"key": key, "model": model_name, **(extra or {}), "graph": graphed}
+            row = {"key": key, "model": model_name, **(extra or {}), "graph": graphed, "defaults": defaults}
             try:
                 opts = dict(c["options"])
                 if opts.get("lam") == "auto":

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..processes import LinearProcess
-from . import classic, conjugate
+from . import classic, conjugate, gddim
 from .splitting import Scheme, splitting_plan
 from .base import NFEError, grid_for, single_call_plan, steps_for
 from .plan import Plan
@@ -81,6 +81,13 @@ register("em", "Euler-Maruyama on the reverse SDE, noise scale eta (1 NFE/step)"
          coeffs=classic.em, default_grid=_ODE_GRIDS, stochastic=True)
 register("ddim", "DDIM on VP, eta >= 0 (1 NFE/step)", coeffs=classic.ddim,
          processes=("vp",), default_grid=_ODE_GRIDS)
+register("gddim", "data-prediction step (DDIM generalized to every process, exact for point-mass data), "
+         "eta >= 0 (1 NFE/step)", coeffs=gddim.gddim, default_grid=_ODE_GRIDS)
+register("gddim-s", "gddim with the reverse SDE's noise, eta = 1 by default (1 NFE/step)",
+         coeffs=gddim.gddim_s, default_grid=_ODE_GRIDS, stochastic=True)
+register("gddim-2m", "two-step data prediction (x0 linear in t through the last two calls), order 2, "
+         "eta >= 0 (1 NFE/step)", build=gddim.gddim_2m_plan, options={"eta": 0.0, "tau": "t"},
+         default_grid={**_ODE_GRIDS, "cld": "logsnr"})
 register("conjugate", "conjugate integrator with a constant matrix B (B=0: exponential/DDIM)",
          coeffs=conjugate.conjugate, default_grid=_ODE_GRIDS)
 register("lambda-ddim-1", "conjugate integrator with B = lam * I (lambda-DDIM-I)",
@@ -98,6 +105,8 @@ def register_splitting(name: str, description: str, scheme: Scheme, **defaults) 
             opts["eta"] = min(1.0, nfe / 50)
         return splitting_plan(process, scheme, nfe, grid, denoise, name=name, **opts)
 
+    if scheme.stochastic:  # which linear terms O integrates with the noise: a choice to measure
+        defaults = {**defaults, "o_part": scheme.o_part}
     calls = "1 NFE/step" if scheme.policy == "reduced" else "1 NFE per sub-flow that uses eps"
     build.__doc__ = (f"{description}. Composition {scheme.composition.replace('*', '')} with fractions "
                      f"{scheme.fractions}; {scheme.method} sub-flows; {scheme.policy} calls ({calls}); "

@@ -49,8 +49,8 @@ def ddim(process: LinearProcess, ts: Tensor, eta: float = 0.0):
     x_s = α_s x̂₀ + sqrt(σ_s² − c²) ε + c ξ.   η = 0 is deterministic (order 1).
     """
     if process.name != "vp":
-        raise ValueError(f"ddim is defined for VP only, not {process.name}; use 'conjugate' (B = 0 is "
-                         "its generalization to every process) or 'lambda-ddim-1'")
+        raise ValueError(f"ddim is defined for VP only, not {process.name}; use 'gddim' (its generalization "
+                         "to every process, exact for point-mass data) or 'gddim-2m'")
     mt, ms = process.marginal(ts[:-1]), process.marginal(ts[1:])
     a_t, a_s = mt.mean[:, 0], ms.mean[:, 0]
     s_t, s_s = mt.L[:, 0, 0], ms.L[:, 0, 0]

@@ -8,7 +8,9 @@ z, the latest network output ε and fresh Gaussian noise ξ:
 
 interleaved with network calls ε ← ε_θ(z, t). A sampler is therefore a list of such
 operations whose float64 coefficients are computed once per (process, sampler options,
-grid) and cached; the loop in :func:`run_plan` only applies them.
+grid) and cached; the loop in :func:`run_plan` only applies them. Multistep samplers also
+keep one register r, a state-shaped memory of an earlier step: an update may read it
+(z ← … + C_r r) and save into it (r ← S_z z + S_ε ε, from the values before the update).
 """
 
 from __future__ import annotations
@@ -34,23 +36,26 @@ class Eval:
 
 @dataclass(frozen=True)
 class Lin:
-    """z ← C_z z + C_ε ε + C_ξ ξ with the matrices of row ``row`` of coefficient chunk
-    ``chunk``; ``t`` is the time the state reaches (for callbacks)."""
+    """z ← C_z z + C_ε ε + C_r r + C_ξ ξ with the matrices of row ``row`` of coefficient chunk
+    ``chunk``; ``t`` is the time the state reaches (for callbacks). With ``save`` (a chunk of
+    (S_z, S_ε)), also r ← S_z z + S_ε ε from the same z and ε, before z changes."""
 
     chunk: int
     row: int
     uses_eps: bool
     noisy: bool
     t: float
+    uses_reg: bool = False
+    save: int | None = None
 
 
 @dataclass
 class Plan:
     """The whole sampler: a list of operations and float64 coefficient chunks.
 
-    A chunk is a triple (C_z, C_ε, C_ξ) of (n, k, k) stacks, typically one row per step of
-    one kind of sub-update, computed vectorized over the grid; C_ε or C_ξ is None when the
-    update does not use ε or noise.
+    A chunk is a tuple (C_z, C_ε, C_ξ, C_r) of (n, k, k) stacks, typically one row per step of
+    one kind of sub-update, computed vectorized over the grid; C_ε, C_ξ or C_r is None when the
+    update does not use ε, noise or the register.
     """
 
     k: int
@@ -66,19 +71,23 @@ class Plan:
     def stochastic(self) -> bool:
         return any(isinstance(op, Lin) and op.noisy for op in self.ops)
 
-    def coeffs(self, Cz: Tensor, Ce: Tensor | None = None, Cn: Tensor | None = None) -> int:
+    def coeffs(self, Cz: Tensor, Ce: Tensor | None = None, Cn: Tensor | None = None,
+               Cr: Tensor | None = None) -> int:
         """Register a chunk of (n, k, k) coefficient stacks; returns its id."""
         as64 = lambda c: None if c is None else c.to(f64).reshape(-1, self.k, self.k)  # noqa: E731
-        self.chunks.append((as64(Cz), as64(Ce), as64(Cn)))
+        self.chunks.append((as64(Cz), as64(Ce), as64(Cn), as64(Cr)))
         return len(self.chunks) - 1
 
     def eval(self, t) -> None:
         self.ops.append(Eval(float(t)))
 
-    def lin(self, t, chunk: int, row: int = 0) -> None:
-        """Append the update of row ``row`` of ``chunk``, reaching time t."""
-        _, Ce, Cn = self.chunks[chunk]
-        self.ops.append(Lin(chunk, row, Ce is not None, Cn is not None, float(t)))
+    def lin(self, t, chunk: int, row: int = 0, save: int | None = None) -> None:
+        """Append the update of row ``row`` of ``chunk``, reaching time t; ``save``: a chunk
+        (S_z, S_ε) whose row ``row`` writes the register from the values before the update."""
+        _, Ce, Cn, Cr = self.chunks[chunk]
+        if save is not None and (self.chunks[save][2] is not None or self.chunks[save][3] is not None):
+            raise ValueError("a register save reads z and ε only")
+        self.ops.append(Lin(chunk, row, Ce is not None, Cn is not None, float(t), Cr is not None, save))
 
 
 class ModelError(RuntimeError):
@@ -89,8 +98,9 @@ class ModelError(RuntimeError):
 
 
 def lin_update(C: Tensor, *parts: Tensor) -> Tensor:
-    """z ← C_z z + C_ε ε + C_ξ ξ for ``parts`` = (z, [ε], [ξ]) and the packed k×(k·len(parts))
-    matrix C = [C_z | C_ε | C_ξ] (absent parts left out): out_i = Σ_j C_ij part_j, blockwise.
+    """z ← C_z z + C_ε ε + C_r r + C_ξ ξ for ``parts`` = (z, [ε], [r], [ξ]) and the packed
+    k×(k·len(parts)) matrix C = [C_z | C_ε | C_r | C_ξ] (absent parts left out):
+    out_i = Σ_j C_ij part_j, blockwise.
 
     Written as sums of products so that torch.compile turns it into one elementwise kernel."""
     k = C.shape[0]
@@ -117,7 +127,10 @@ def _fused_updates() -> dict:
     def u3(C, z, a, b):
         return lin_update(C, z, a, b)
 
-    return {n: torch.compile(f, dynamic=True) for n, f in ((1, u1), (2, u2), (3, u3))}
+    def u4(C, z, a, b, c):
+        return lin_update(C, z, a, b, c)
+
+    return {n: torch.compile(f, dynamic=True) for n, f in ((1, u1), (2, u2), (3, u3), (4, u4))}
 
 
 def _apply(C: Tensor, parts: list, fused: bool) -> Tensor:
@@ -134,12 +147,13 @@ def _randn(z: Tensor, generator) -> Tensor:
 
 
 def _packed(plan: Plan, device: torch.device, dtype: torch.dtype) -> list:
-    """The plan's chunks as (n, k, w) stacks [C_z | C_ε | C_ξ] in ``dtype`` on ``device``, made
-    once per (device, dtype) and kept on the plan."""
+    """The plan's chunks as (n, k, w) stacks [C_z | C_ε | C_r | C_ξ] (the order of
+    :func:`_loop`'s parts) in ``dtype`` on ``device``, made once per (device, dtype) and kept on
+    the plan."""
     key = (str(device), dtype)
     if key not in plan.on_device:
-        plan.on_device[key] = [torch.cat([c for c in ch if c is not None], -1).to(device=device, dtype=dtype)
-                               for ch in plan.chunks]
+        plan.on_device[key] = [torch.cat([c for c in (Cz, Ce, Cr, Cn) if c is not None], -1)
+                               .to(device=device, dtype=dtype) for Cz, Ce, Cn, Cr in plan.chunks]
     return plan.on_device[key]
 
 
@@ -151,7 +165,7 @@ def _loop(plan: Plan, eps_model: Callable, z: Tensor, noise: Callable, *, fused:
     dev, dt = z.device, z.dtype
     chunks = _packed(plan, dev, dt)
     finite = torch.ones(max(plan.nfe, 1), dtype=torch.bool, device=dev)
-    eps, calls, n_noise = None, 0, 0
+    eps, reg, calls, n_noise = None, None, 0, 0
     B = z.shape[0]
     for op in plan.ops:
         if isinstance(op, Eval):
@@ -171,9 +185,13 @@ def _loop(plan: Plan, eps_model: Callable, z: Tensor, noise: Callable, *, fused:
         parts = [z]
         if op.uses_eps:
             parts.append(eps)
+        if op.uses_reg:
+            parts.append(reg)
         if op.noisy:
             parts.append(noise(n_noise, z))
             n_noise += 1
+        if op.save is not None:
+            reg = _apply(chunks[op.save][op.row], [z, eps], fused)
         z = _apply(chunks[op.chunk][op.row], parts, fused)
         if callback is not None:
             callback({"t": op.t, "z": z, "eps": eps, "calls": calls})

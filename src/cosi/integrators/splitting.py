@@ -34,7 +34,7 @@ the step's call makes one extra call at T).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -67,7 +67,7 @@ class Scheme:
     fractions: tuple
     method: str = "euler"
     policy: str = "reduced"
-    o_part: str = "friction"  # what O integrates besides the noise: 'friction' or 'linear'
+    o_part: str = "friction"  # what O integrates besides the noise: 'friction', 'linear' or 'none'
 
     def __post_init__(self):
         letters = self.composition.replace("*", "")
@@ -82,8 +82,8 @@ class Scheme:
             raise ValueError("a reduced scheme marks its one network call per step with '*'")
         if self.policy == "naive" and "*" in self.composition:
             raise ValueError("a naive scheme calls the network before each sub-flow; drop '*'")
-        if self.o_part not in ("friction", "linear"):
-            raise ValueError(f"o_part must be 'friction' or 'linear', got {self.o_part!r}")
+        if self.o_part not in ("friction", "linear", "none"):
+            raise ValueError(f"o_part must be 'friction', 'linear' or 'none', got {self.o_part!r}")
         for L in "AB":
             if self.method_of(L) not in ("euler", "conjugate"):
                 raise ValueError(f"method must be 'euler', 'conjugate' or per flow like "
@@ -106,6 +106,8 @@ class Scheme:
 def o_drift(process: LinearProcess, o_part: str) -> Tensor:
     """K_O: the linear drift the O flow integrates with the noise."""
     F = process.F_
+    if o_part == "none":
+        return torch.zeros_like(F)
     return F if o_part == "linear" else torch.diag(torch.diagonal(F))
 
 
@@ -154,8 +156,14 @@ def ou_coeffs(process: LinearProcess, K_O: Tensor, t_a: Tensor, t_b: Tensor, eta
 
 
 def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoise: bool, *,
-                   eta: float = 0.0, lam: float = 0.0, name: str = "splitting") -> Plan:
-    """The plan of a splitting scheme using exactly ``nfe`` network calls."""
+                   eta: float = 0.0, lam: float = 0.0, o_part: str | None = None,
+                   name: str = "splitting") -> Plan:
+    """The plan of a splitting scheme using exactly ``nfe`` network calls; ``o_part`` overrides
+    the scheme's (what O integrates besides the noise)."""
+    if o_part is not None:
+        if not scheme.stochastic:
+            raise ValueError(f"{name} is deterministic: it has no O flow, so o_part does not apply")
+        scheme = replace(scheme, o_part=o_part)
     if process.k != 2:
         raise ValueError(f"{name} is a splitting integrator for (x, m) processes (cld, psld), not "
                          f"{process.name}")

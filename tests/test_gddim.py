@@ -1,0 +1,164 @@
+"""The data-prediction step (gddim): DDIM on VP, exact for point-mass data on every process,
+first order on the oracles, and its whitened flow."""
+
+import pytest
+import torch
+
+import cosi
+from cosi.grids import time_grid
+from cosi.integrators import classic
+from cosi.integrators.gddim import gddim, whitened_flow
+from cosi.oracle import GaussianMixture, convergence_order, distribution_metrics
+from cosi.processes import f64
+
+from conftest import oracle_case
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_gddim_equals_ddim_on_vp(eta):
+    """η = 0 is DDIM; η = 1 is the DDPM posterior step, which DDIM's η = 1 also is."""
+    p = cosi.make_process("vp")
+    for steps in (10, 200):
+        ts = time_grid(p, steps, "quadratic")
+        for a, b in zip(gddim(p, ts, eta), classic.ddim(p, ts, eta)):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert (a - b).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("pname", ["vp", "cld", "psld"])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_gddim_is_exact_for_point_mass_data(pname, eta):
+    """With data x₀ = const the exact ε is L_t⁻¹ (z − ψ_t x₀); ten coarse steps then carry the
+    law N(ψ_T x₀, Σ_T) to N(ψ_min x₀, Σ_min) exactly (mean and covariance, propagated in closed
+    form), which the ε-frozen exponential integrator does not do on CLD and PSLD."""
+    p = cosi.make_process(pname)
+    ts = time_grid(p, 10, "quadratic")
+    x0 = 0.7
+
+    def propagate(Cz, Ce, Cn):
+        m = p.marginal(ts[0])
+        mean, cov = m.mean * x0, m.cov.clone()
+        for i in range(len(ts) - 1):
+            mi = p.marginal(ts[i])
+            L_inv = torch.linalg.inv(mi.L)
+            A = Cz[i] + Ce[i] @ L_inv
+            mean = A @ mean - Ce[i] @ L_inv @ (mi.mean * x0)
+            cov = A @ cov @ A.T + (0 if Cn is None else Cn[i] @ Cn[i].T)
+        end = p.marginal(ts[-1])
+        return (mean - end.mean * x0).abs().max(), (cov - end.cov).abs().max()
+
+    mean_err, cov_err = propagate(*gddim(p, ts, eta))
+    assert mean_err < 1e-10 and cov_err < 1e-10
+    if pname != "vp" and eta == 0:
+        from cosi.integrators.conjugate import conjugate
+
+        assert max(propagate(*conjugate(p, ts, B=0.0))) > 1e-3
+
+
+@pytest.mark.parametrize("pname", ["cld", "psld"])
+def test_whitened_flow_is_a_rotation_at_eta_zero_and_converges_at_fourth_order(pname):
+    p = cosi.make_process(pname)
+    ts = time_grid(p, 10, "quadratic")
+    I = torch.eye(2, dtype=f64)
+    U = whitened_flow(p, ts, 0.0, substeps=16)
+    assert (U @ U.transpose(-1, -2) - I).abs().max() < 1e-12
+    ref = whitened_flow(p, ts, 1.0, substeps=256)
+    e8, e16 = ((whitened_flow(p, ts, 1.0, substeps=n) - ref).abs().max() for n in (8, 16))
+    assert 10 < e8 / e16 < 24  # 2⁴ = 16
+    assert (whitened_flow(p, ts, 1.0) - ref).abs().max() < 1e-8  # the default substeps
+
+
+@pytest.mark.parametrize("pname", ["vp", "cld", "psld"])
+def test_gddim_converges_to_the_probability_flow_solution_at_first_order(pname):
+    p = cosi.make_process(pname)
+    gmm, z_T, ref = oracle_case(p)
+    errs = [float(((cosi.sample(gmm.eps_model(p), p, "gddim", n, z_T=z_T).z - ref) ** 2).flatten(1).mean(1)
+                  .sqrt().median()) for n in (100, 200, 400)]
+    order = convergence_order([100, 200, 400], errs)
+    assert 0.8 < order < 1.35, (errs, order)
+
+
+@pytest.mark.parametrize("pname", ["cld", "psld"])
+def test_gddim_s_reaches_the_mmd_floor(pname):
+    p = cosi.make_process(pname)
+    gmm = GaussianMixture.random(d=8, components=4, seed=1, std_range=(0.1, 0.3))
+    mmds = []
+    for nfe in (3, 400):
+        g = torch.Generator().manual_seed(3)
+        z_T = gmm.sample_state(p, p.T, 400, g)
+        x = cosi.sample(gmm.eps_model(p), p, "gddim-s", nfe, z_T=z_T, generator=g).x
+        m = distribution_metrics(gmm, x, process=p, t=p.t_min)
+        mmds.append(m["mmd"])
+    assert mmds[1] < m["mmd_floor"] + 4 * m["mmd_floor_std"] < mmds[0], (mmds, m)
+
+
+# ---- the two-step form ---------------------------------------------------------------------------
+
+
+def point_mass_eps(process, x0: float):
+    """The exact ε of data concentrated at x₀: L_t⁻¹ (z − ψ_t x₀), per data coordinate."""
+    def eps(z, t):
+        m = process.marginal(t.to(f64)[:1])
+        blocks = z.unflatten(1, (process.k, -1)) - m.mean[0][:, None] * x0
+        return torch.linalg.solve(m.L[0], blocks).flatten(1)
+    return eps
+
+
+@pytest.mark.parametrize("tau", ["t", "logsnr"])
+def test_gddim_2m_on_vp_is_the_exact_integral_of_a_linear_data_prediction(tau):
+    """VP, τ = log-SNR λ: x_s = (σ_s/σ_t) x_t + α_s (1 − e^{−h}) x̂₀_t + α_s (h − 1 + e^{−h}) D₁
+    with h = λ_s − λ_t, D₁ = (x̂₀_t − x̂₀_p)/(λ_t − λ_p); τ = t: the same with the integral by
+    quadrature. The loop below runs it by hand from the same start; the runner must agree."""
+    from scipy.integrate import quad
+
+    p = cosi.make_process("vp")
+    n = 8
+    ts = time_grid(p, n, "quadratic")
+    m = p.marginal(ts)
+    a, sg = m.mean[:, 0], m.L[:, 0, 0]
+    lam = torch.log(a / sg)
+    gmm = GaussianMixture.random(d=4, components=2, seed=2)
+    eps = gmm.eps_model(p)
+    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(0), dtype=f64)
+    got = cosi.sample(eps, p, "gddim-2m", n, z_T=z, tau=tau, grid="quadratic").z
+    prev = None
+    for i in range(n):
+        e = eps(z, torch.full((5,), float(ts[i]), dtype=f64))
+        x0 = (z - sg[i] * e) / a[i]
+        h = float(lam[i + 1] - lam[i])
+        if tau == "logsnr":
+            c0, c1 = 1 - torch.exp(torch.tensor(-h)), h - 1 + torch.exp(torch.tensor(-h))
+            d1 = 0 if prev is None else (x0 - prev) / (lam[i] - lam[i - 1])
+            z_new = sg[i + 1] / sg[i] * z + a[i + 1] * (c0 * x0 + c1 * d1)
+        else:  # x_s = (σ_s/σ_t) x_t + σ_s ∫_t^s (d e^λ/du) x̂₀(u) du with x̂₀ linear in u; by parts
+            E = lambda u: float(p.marginal(u).mean[0] / p.marginal(u).L[0, 0])  # noqa: E731  e^λ = α/σ
+            s_, t_ = float(ts[i + 1]), float(ts[i])
+            k0 = E(s_) - E(t_)
+            k1 = E(s_) * (s_ - t_) - quad(E, t_, s_, epsabs=1e-14, epsrel=1e-12)[0]
+            d1 = 0 if prev is None else (x0 - prev) / float(ts[i] - ts[i - 1])
+            z_new = sg[i + 1] / sg[i] * z + sg[i + 1] * (k0 * x0 + k1 * d1)
+        prev, z = x0, z_new
+    assert (got - z).abs().max() < 1e-7, (got - z).abs().max()
+
+
+@pytest.mark.parametrize("pname", ["vp", "cld", "psld"])
+def test_gddim_2m_is_exact_for_point_mass_data(pname):
+    """With exact ε of a point mass, x̂₀ is x₀ at every call, D₁ = 0, and the two-step form
+    makes the one-step form's exact moves (which carry the law exactly, test above)."""
+    p = cosi.make_process(pname)
+    eps = point_mass_eps(p, 0.3)
+    z_T = torch.randn(6, 3 * p.k, generator=torch.Generator().manual_seed(1), dtype=f64)
+    a = cosi.sample(eps, p, "gddim", 12, z_T=z_T).z
+    b = cosi.sample(eps, p, "gddim-2m", 12, z_T=z_T).z
+    assert (a - b).abs().max() < 1e-8
+
+
+@pytest.mark.parametrize("pname", ["vp", "cld", "psld"])
+def test_gddim_2m_converges_at_second_order(pname):
+    p = cosi.make_process(pname)
+    gmm, z_T, ref = oracle_case(p)
+    errs = [float(((cosi.sample(gmm.eps_model(p), p, "gddim-2m", n, z_T=z_T).z - ref) ** 2).flatten(1).mean(1)
+                  .sqrt().median()) for n in (50, 100, 200)]
+    order = convergence_order([50, 100, 200], errs)
+    assert 1.7 < order < 2.5, (errs, order)

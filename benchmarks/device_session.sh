@@ -8,7 +8,7 @@
 #
 #   OUT=out/device [SKIP_TESTS=1 | TESTS_K=EXPR] bash benchmarks/device_session.sh [SECONDS] [NETWORK_AND_SPEED_SECONDS]
 #
-# (TESTS_K: run only the GPU tests pytest's -k selects.)
+# (TESTS_K: run only the GPU tests pytest's -k selects; FD_STAGES: other --stage options for step 3.)
 #
 # (The 1000-step references, benchmarks/fmnist_fd.py, are complete in benchmarks/results/fmnist_fd.jsonl.)
 # Every step appends to benchmarks/results/ and skips what is there, so calling this again (after
@@ -42,7 +42,7 @@ fi
 python benchmarks/study.py --stage network --stage speed --minutes "$(minutes $(( SPEED_SECONDS < $(left) - 60 ? SPEED_SECONDS : $(left) - 60 )))" \
     --out $R/study 2>&1 | tee -a "$LOG"
 
-timeout $(( $(left) - 10 )) python benchmarks/study.py --stage psld --stage vp --stage lam --stage tune --stage seeds \
+timeout $(( $(left) - 10 )) python benchmarks/study.py ${FD_STAGES:---stage psld --stage vp --stage lam --stage tune --stage seeds} \
     --minutes "$(minutes $(( $(left) - 60 )))" --data-dir .data/fmnist --out $R/study 2>&1 | tee -a "$LOG"
 
 for f in network speed psld vp lam tune seeds; do [ -f $R/study/$f.jsonl ] && cp $R/study/$f.jsonl "$OUT/"; done

@@ -4,6 +4,7 @@ on the exact-score oracles (vector Gaussian mixture, d = 32, 8 components).
     python benchmarks/oracle_tables.py core      # issue 2: VP and PSLD, NFE 10..200, best lambda
     python benchmarks/oracle_tables.py splitting # issue 3: every preset on PSLD and CLD, NFE 20..200
     python benchmarks/oracle_tables.py splitting csps-s ...  # recompute only these samplers' rows
+    python benchmarks/oracle_tables.py gddim     # the data-prediction samplers on VP, CLD and PSLD, NFE 10..200
 
 Writes benchmarks/results/oracle_<table>.jsonl (one JSON line per cell) and prints markdown.
 The endpoint error is the median over 64 trajectories of the per-trajectory RMS distance to
@@ -112,11 +113,27 @@ def splitting(only=()):
     return out
 
 
+def gddim():
+    """gddim, gddim-s and gddim-2m beside euler, em and the exponential integrator (conjugate B = 0)."""
+    nfes = (10, 20, 50, 100, 200)
+    out = []
+    for process in ("vp", "cld", "psld"):
+        rows = {name: [cell(process, name, n) for n in nfes]
+                for name in ("euler", "em", "conjugate", "gddim", "gddim-2m", "gddim-s")}
+        for cells in rows.values():
+            out += [c for c in cells if c]
+        det = {k: v for k, v in rows.items() if not SAMPLERS[k].stochastic}
+        table(det, nfes, fmt_err, f"{process}: median endpoint error vs NFE (deterministic)")
+        ref = next(c for c in rows["euler"] if c)
+        table(rows, nfes, fmt_mmd, f"{process}: MMD vs NFE (floor {ref['mmd_floor']:.3f}, 1000 samples)")
+    return out
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
     which = sys.argv[1] if len(sys.argv) > 1 else "core"
     t0 = time.time()
-    rows = core() if which == "core" else splitting(tuple(sys.argv[2:]))
+    rows = {"core": core, "gddim": gddim}[which]() if which != "splitting" else splitting(tuple(sys.argv[2:]))
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / f"oracle_{which}.jsonl", "w") as f:
         for r in rows:

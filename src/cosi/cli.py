@@ -68,7 +68,8 @@ GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm (de
 @app.command()
 def sample(
     process: str = ProcessOpt,
-    sampler: str = SamplerOpt,
+    sampler: str = typer.Option("gddim-2m", "--sampler", "-s", help="a name from `cosi samplers`; the default, "
+                                "gddim-2m, is the best at low NFE on both shipped models (docs/benchmarks.md)"),
     nfe: int = NfeOpt,
     n: int = typer.Option(1000, "--n", "--num-samples", help="number of samples (under torchrun write "
                           "--num-samples: torchrun takes --n for one of its own options)"),

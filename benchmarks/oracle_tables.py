@@ -67,6 +67,19 @@ def table(rows, nfes, key, title):
         print(f"| {name} | " + " | ".join(key(c) for c in cells) + " |")
 
 
+def distribution_tables(process, rows, nfes, fd=False) -> list[dict]:
+    """Print the endpoint-error table of the deterministic rows and the MMD (and FD) table of all;
+    returns the cells."""
+    det = {k: v for k, v in rows.items() if not SAMPLERS[k].stochastic}
+    table(det, nfes, fmt_err, f"{process}: median endpoint error vs NFE (deterministic)")
+    ref = next(c for c in rows["euler"] if c)
+    table(rows, nfes, fmt_mmd, f"{process}: MMD vs NFE (floor {ref['mmd_floor']:.3f}, 1000 samples)")
+    if fd:
+        table(rows, nfes, fmt_fd, f"{process}: Fréchet distance in data space vs NFE (floor "
+                                  f"{ref['fd_floor']:.3f}, 1000 samples)")
+    return [c for cells in rows.values() for c in cells if c]
+
+
 def core():
     nfes = (10, 20, 50, 100, 200)
     out = []
@@ -102,14 +115,7 @@ def splitting(only=()):
         kept = {(r["sampler"], r["nfe"]): r for r in old if r["process"] == process and r["sampler"] not in only}
         rows = {name: [kept.get((name, valid_nfe(name, process, n))) if only and name not in only
                        else cell(process, name, n) for n in nfes] for name in names}
-        for cells in rows.values():
-            out += [c for c in cells if c]
-        det = {k: v for k, v in rows.items() if not SAMPLERS[k].stochastic}
-        table(det, nfes, fmt_err, f"{process}: median endpoint error vs NFE (deterministic)")
-        ref = next(c for c in rows["euler"] if c)
-        table(rows, nfes, fmt_mmd, f"{process}: MMD vs NFE (floor {ref['mmd_floor']:.3f}, 1000 samples)")
-        table(rows, nfes, fmt_fd, f"{process}: Fréchet distance in data space vs NFE (floor "
-                                  f"{ref['fd_floor']:.3f}, 1000 samples)")
+        out += distribution_tables(process, rows, nfes, fd=True)
     return out
 
 
@@ -120,12 +126,7 @@ def gddim():
     for process in ("vp", "cld", "psld"):
         rows = {name: [cell(process, name, n) for n in nfes]
                 for name in ("euler", "em", "conjugate", "gddim", "gddim-2m", "gddim-s")}
-        for cells in rows.values():
-            out += [c for c in cells if c]
-        det = {k: v for k, v in rows.items() if not SAMPLERS[k].stochastic}
-        table(det, nfes, fmt_err, f"{process}: median endpoint error vs NFE (deterministic)")
-        ref = next(c for c in rows["euler"] if c)
-        table(rows, nfes, fmt_mmd, f"{process}: MMD vs NFE (floor {ref['mmd_floor']:.3f}, 1000 samples)")
+        out += distribution_tables(process, rows, nfes)
     return out
 
 

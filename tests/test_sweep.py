@@ -75,6 +75,21 @@ def test_a_cell_measured_under_changed_defaults_is_measured_again(tmp_path):
     assert run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None) == []
 
 
+def test_a_lam_auto_cell_is_measured_again_when_the_reference_changed(tmp_path):
+    model, gmm = image_model()
+    feats = FlatFeatures()
+    ref = feats.stats([gmm.sample(400, torch.Generator().manual_seed(0)).float()])
+    cells = make_cells(["lambda-ddim-1"], [4], lams=["auto"])
+    out = tmp_path / "sweep.jsonl"
+    (row,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
+    assert row["tuning_reference"] == "gddim-2m@500"
+    assert run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None) == []
+    row["tuning_reference"] = "csps-d@500"  # as if tuned against an older reference
+    out.write_text(__import__("json").dumps(row) + "\n")
+    (again,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
+    assert again["tuning_reference"] == "gddim-2m@500"
+
+
 def test_plots_from_sweep_rows(tmp_path):
     rows = [{"sampler": "lambda-ddim-1", "nfe": k, "lam": lam, "seed": s, "fd": 10.0 / k + lam + s}
             for k in (10, 20) for lam in (0.0, 1.0) for s in (0, 1)]

@@ -6,7 +6,7 @@ picks it per (model, process, sampler, NFE, grid, options) from a cheap proxy in
     λ* = argmin_λ  median_i ‖x_i(λ) − x_i^ref‖,
 
 where x_i(λ) is the sampler's output (data block) at the requested NFE with η = 0 and
-x_i^ref a high-accuracy solution of the probability-flow ODE from the same prior draw, for a
+x_i^ref a high-accuracy solution of the probability-flow ODE from the same prior draw (:func:`reference`), for a
 fixed probe batch of ``PROBE`` prior draws (counter-based seeds, so every batch and every
 process picks the same λ). The search is a coarse grid ``COARSE`` (extended outwards, one
 step at a time, while the optimum sits on its edge) followed by one parabolic refinement
@@ -36,9 +36,12 @@ _CACHE: dict = {}
 _PINNED: list = []  # the eps_models (or their owners) whose ids key _CACHE
 
 
-def reference_sampler(process) -> str:
-    """The sampler of the reference solution: DDIM on VP, csps-d on the augmented processes."""
-    return "ddim" if process.k == 1 else "csps-d"
+def reference(process, nfe: int) -> str:
+    """The reference solution of the proxy, as 'sampler@calls': gddim-2m (second order, exact for
+    point-mass data) at max(500, 4·NFE) calls on every process. (csps-d, the reference on CLD/PSLD
+    before gddim-2m existed, still had an FD of 2.66 at 200 calls on the learned PSLD model, where
+    gddim and gddim-2m sit near 1.0 from 50 calls on: docs/benchmarks.md.)"""
+    return f"gddim-2m@{max(500, 4 * nfe)}"
 
 
 def _owner(eps_model):
@@ -71,8 +74,8 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
         return _CACHE[key]
     keys = sample_keys(PROBE_SEED, torch.arange(PROBE, device=device))
     z_T = prior(process, data_shape, keys, dtype)
-    ref_name = reference_sampler(process)
-    ref_nfe = ref_nfe or max(500, 4 * nfe)
+    ref_name, default_nfe = reference(process, nfe).split("@")
+    ref_nfe = ref_nfe or int(default_nfe)
     ref_key = (*_key(eps_model, process, ref_name, ref_nfe, None, False, {}, data_shape), "reference")
     calls = 0
     if ref_key not in _CACHE:

@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+from .autolam import reference
 from .integrators import get_sampler
 
 
@@ -77,17 +78,19 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
 
     t0 = time.monotonic()
     out = Path(out)
-    measured = {}  # key -> the defaults of each row measured for it (None: from before defaults were recorded)
+    measured = {}  # key -> the rows measured for it
     for r in read_rows(out):
-        measured.setdefault(r["key"], []).append(r.get("defaults"))
+        measured.setdefault(r["key"], []).append(r)
     new = []
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         for c in cells:
             key = cell_key(model_name, c["sampler"], c["nfe"], c["options"], n, c["seed"])
             defaults = sampler_defaults(c["sampler"], model.process)
-            if any(same_defaults(d, defaults) for d in measured.get(key, ())):
-                continue
+            auto_ref = reference(model.process, c["nfe"]) if c["options"].get("lam") == "auto" else None
+            if any(same_defaults(r.get("defaults"), defaults) and r.get("tuning_reference") == auto_ref
+                   for r in measured.get(key, ())):
+                continue  # measured under the same defaults (and, for lam=auto, the same reference)
             if minutes is not None and time.monotonic() - t0 > 60 * minutes:
                 log(f"time budget of {minutes} min reached; run again to continue")
                 break
@@ -103,7 +106,7 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
                                            device=model.device, **rest)
                     opts["lam"] = tuning["lam"]
                     row.update({"lam_chosen": tuning["lam"], "tuning_calls": tuning["calls"],
-                                "tuning_probe": tuning["probe"]})
+                                "tuning_probe": tuning["probe"], "tuning_reference": tuning["reference"]})
                 r = model_fd(model, features, ref_stats, c["sampler"], c["nfe"], n, batch_size, seed=c["seed"],
                              ref_features=ref_features, graph=graphed, **opts)
                 row.update({**r, **c["options"]})

@@ -19,7 +19,8 @@ same command continues in the next session where this one stopped):
   seeds      a second seed for the rows of psld and vp at NFE 20 and 50 (the FD's sampling noise)
 
 The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
-the paper's Table 2 at NFE 50 and 100, their second seeds, the λ curves, then everything else.
+the paper's Table 2 at NFE 50 and 100, their second seeds, the λ curves and the lam=auto check, second
+seeds of the data-prediction samplers, then everything else.
 
 FD and KID: the shipped classifier's features, --n samples against the 10k Fashion-MNIST test images;
 network in bf16, state in float32, each sampler captured as one CUDA graph on a GPU (--no-graph: eager). The 1000-step references the
@@ -51,6 +52,7 @@ def samplers_of(process: str) -> list[str]:
     return [n for n, s in SAMPLERS.items() if process in s.processes and n != "conjugate"]
 
 
+DATA_PREDICTION = ["gddim", "gddim-s", "gddim-2m"]  # the best samplers on both learned models
 HEADLINE = {"fmnist-psld": ["csps-d", "csps-s"], "fmnist-vp": ["lambda-ddim-1", "dpm-solver++", "unipc"]}
 TABLE2 = ["em", "sscs", "oba", "roba", "coba", "euler", "lambda-ddim-1", "lambda-ddim-2", "cvv"]  # and HEADLINE's
 LAMS = [-6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, "auto"]
@@ -73,12 +75,14 @@ def fd_plan() -> list[tuple[str, str, list[dict]]]:
             ("seeds", vp, make_cells(HEADLINE[vp][:2], [20, 50], seeds=[1])),
             ("lam", psld, make_cells(["lambda-ddim-2"], [10, 20, 50, 100], lams=LAMS)),
             ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=["auto"])),
-            ("tune", psld, make_cells(["csps-s", "sps-s"], [20, 50, 100], etas=[0.5, 1.0],
-                                      o_parts=["friction", "none", "linear"])),
-            ("psld", psld, make_cells(samplers_of("psld"), NFES)),
-            ("vp", vp, make_cells(samplers_of("vp"), NFES)),
             ("lam", psld, make_cells(["lambda-ddim-2"], [10, 20, 50, 100], lams=LAMS_FINE[psld])),
             ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=LAMS_FINE[vp])),
+            ("seeds", psld, make_cells(DATA_PREDICTION, [10, 20, 50], seeds=[1])),
+            ("seeds", vp, make_cells(["gddim-2m", "unipc"], [10, 20, 50], seeds=[1])),
+            ("psld", psld, make_cells(samplers_of("psld"), NFES)),
+            ("vp", vp, make_cells(samplers_of("vp"), NFES)),
+            ("tune", psld, make_cells(["csps-s", "sps-s"], [20, 50, 100], etas=[0.5, 1.0],
+                                      o_parts=["friction", "none", "linear"])),
             ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=LAMS)),
             ("lam", psld, make_cells(["csps-d"], [10, 20, 50, 100], lams=LAMS)),
             ("seeds", psld, make_cells(samplers_of("psld"), [20, 50], seeds=[1])),

@@ -127,7 +127,7 @@ register_splitting("cse", "conjugate symplectic Euler: exponential sub-flows, on
 register_splitting("cvv", "conjugate velocity Verlet: exponential sub-flows, one call per step (+1 at T)",
                    Scheme("BA*B", (H, 1, H), "conjugate", "reduced"), lam=0.0)
 register_splitting("csps-d", "conjugate splitting PSLD sampler, deterministic: A/2 (conjugate), call, "
-                   "B (Euler), A/2 (conjugate); our best deterministic",
+                   "B (Euler), A/2 (conjugate); the best deterministic splitting preset",
                    Scheme("A*BA", (H, 1, H), "A=conjugate,B=euler", "reduced"), lam=-3.0)
 # stochastic (reverse SDE family, noise scale eta; same marginals for every eta)
 register_splitting("oba", "naive OBA splitting (stochastic)", Scheme("OBA", (1, 1, 1), "euler", "naive"), eta=1.0)

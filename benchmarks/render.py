@@ -99,17 +99,20 @@ def tune_section(rows: list[dict], psld: list[dict]) -> list[str]:
     nfes = sorted({r["nfe"] for r in ok})
     lines += ["What O integrates with the noise (`o_part`): 'friction' (each block's own drift, diag F; the "
               "default), 'none' (noise only; A and B carry all of F), 'linear' (all of F, as SSCS). Seed 0, "
-              "FD as above; the default rows (η = 'auto' = min(1, NFE/50)) are those of the FD-vs-NFE table. "
+              "η_x: the position's own noise scale (default η). FD as above; the default rows (η = 'auto' = "
+              "min(1, NFE/50)) are those of the FD-vs-NFE table. "
               "For comparison, `em` and `gddim-s` at the same NFE.", "",
-              "| sampler | η | o_part | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---|---|---|" + "---|" * len(nfes)]
-    cell = {(r["sampler"], r["eta"], r["o_part"], r["nfe"]): r["fd"] for r in ok}
-    for s, eta, o in dict.fromkeys((r["sampler"], r["eta"], r["o_part"]) for r in ok):
-        lines.append(f"| {s} | {eta:g} | {o} | " + " | ".join(
-            f"{cell[(s, eta, o, k)]:.2f}" if (s, eta, o, k) in cell else "—" for k in nfes) + " |")
+              "| sampler | η | η_x | o_part | " + " | ".join(f"NFE {k}" for k in nfes) + " |",
+              "|---|---|---|---|" + "---|" * len(nfes)]
+    setting = lambda r: (r["sampler"], r["eta"], r.get("eta_x", r["eta"]), r.get("o_part", "friction"))  # noqa: E731
+    cell = {(*setting(r), r["nfe"]): r["fd"] for r in ok}
+    for st in dict.fromkeys(map(setting, ok)):
+        lines.append(f"| {st[0]} | {st[1]:g} | {st[2]:g} | {st[3]} | " + " | ".join(
+            f"{cell[(*st, k)]:.2f}" if (*st, k) in cell else "—" for k in nfes) + " |")
     base = {(r["sampler"], r["nfe"]): r["fd"] for r in psld if "fd" in r and not {"lam", "eta", "grid"} & set(r)}
     for s in ("csps-s", "sps-s", "em", "gddim-s"):
         if any((s, k) in base for k in nfes):
-            lines.append(f"| {s} | default | default | " + " | ".join(
+            lines.append(f"| {s} | default | default | default | " + " | ".join(
                 f"{base[(s, k)]:.2f}" if (s, k) in base else "—" for k in nfes) + " |")
     return lines + [""]
 

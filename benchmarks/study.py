@@ -14,8 +14,8 @@ same command continues in the next session where this one stopped):
   vp         the same for every VP sampler, DPM-Solver++ and UniPC included
   lam        FD vs λ (−6 … 4) for lambda-ddim-2 / csps-d (PSLD) and lambda-ddim-1 (VP), plus lam=auto,
              and a fine λ grid (steps of 0.25 on PSLD, 0.125 on VP) around the optimum: the check of lam=auto
-  tune       the stochastic splitting samplers on the learned PSLD model: η × what O integrates (o_part)
-             at NFE 20, 50, 100 (the evidence for csps-s's defaults)
+  tune       the stochastic splitting samplers on the learned PSLD model: η × what O integrates (o_part),
+             and noise on the momentum only (eta_x = 0), at NFE 20, 50, 100 (the evidence for csps-s's defaults)
   seeds      a second seed for the rows of psld and vp at NFE 20 and 50 (the FD's sampling noise)
 
 The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
@@ -81,6 +81,8 @@ def fd_plan() -> list[tuple[str, str, list[dict]]]:
             ("seeds", vp, make_cells(["gddim-2m", "unipc"], [10, 20, 50], seeds=[1])),
             ("psld", psld, make_cells(samplers_of("psld"), NFES)),
             ("vp", vp, make_cells(samplers_of("vp"), NFES)),
+            ("tune", psld, [{"sampler": s, "nfe": k, "options": {"eta": 1.0, "eta_x": 0.0}, "seed": 0}
+                            for s in ("csps-s", "sps-s") for k in (20, 50, 100)]),  # noise on the momentum only
             ("tune", psld, make_cells(["csps-s", "sps-s"], [20, 50, 100], etas=[0.5, 1.0],
                                       o_parts=["friction", "none", "linear"])),
             ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=LAMS)),

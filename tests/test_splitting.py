@@ -54,22 +54,43 @@ def test_converges_to_the_probability_flow_solution_at_first_order(cases, pname,
     assert errs[-1] < 0.1
 
 
-@pytest.mark.parametrize("pname,name", [("psld", n) for n in ("oba", "roba", "robab", "coba", "csps-s", "sscs")]
-                         + [("cld", n) for n in ("robab", "csps-s")])
-def test_stochastic_presets_reach_the_mmd_floor(pname, name):
+@pytest.mark.parametrize("pname,name,opts", [("psld", n, {}) for n in ("oba", "roba", "robab", "coba", "csps-s", "sscs")]
+                         + [("cld", n, {}) for n in ("robab", "csps-s")]
+                         + [("psld", "csps-s", {"eta": 1.0, "eta_x": 0.0})])  # noise on the momentum only
+def test_stochastic_presets_reach_the_mmd_floor(pname, name, opts):
     """At NFE ~800 the MMD to exact samples is within the floor's noise (mean + 4 std over
-    8 pairs of exact sets); at NFE 10 it is far above (the test can fail)."""
+    8 pairs of exact sets); at NFE 10 it is far above (the test can fail). Per-block noise
+    scales keep the marginals, so they reach the floor too."""
     p = cosi.make_process(pname)
     gmm = GaussianMixture.random(d=8, components=4, seed=1, std_range=(0.1, 0.3))
     mmds = []
     for nfe in (10, 800):
         g = torch.Generator().manual_seed(3)
         z_T = gmm.sample_state(p, p.T, 400, g)
-        x = cosi.sample(gmm.eps_model(p), p, name, valid_nfe(name, p, nfe), z_T=z_T, generator=g).x
+        x = cosi.sample(gmm.eps_model(p), p, name, valid_nfe(name, p, nfe), z_T=z_T, generator=g, **opts).x
         m = distribution_metrics(gmm, x, process=p, t=p.t_min)
         mmds.append(m["mmd"])
     noise = m["mmd_floor"] + 4 * m["mmd_floor_std"]
     assert mmds[1] < noise < mmds[0], (mmds, m)
+
+
+def test_eta_x_scales_the_position_noise_alone():
+    """eta_x = eta is the default plan; eta_x = 0 leaves the position's noise out of O and halves
+    the position's score term relative to eta_x = 1, and changes nothing in B."""
+    from cosi.integrators import build_plan
+
+    p = cosi.make_process("psld")
+    same = [build_plan("csps-s", p, 20, eta=1.0, **o) for o in ({}, {"eta_x": 1.0})]
+    for a, b in zip(*(pl.chunks for pl in same)):
+        assert all((u is None and v is None) or torch.equal(u, v) for u, v in zip(a, b))
+    plan = build_plan("csps-s", p, 20, eta=1.0, eta_x=0.0)
+    o_noise = plan.chunks[0][2]  # O comes first in OBA*B: its C_ξ
+    assert o_noise[:, 0, 0].abs().max() < 1e-12 < o_noise[:, 1, 1].abs().min()  # x gets noise only through m
+    a_kick = lambda pl: pl.chunks[2][1]  # noqa: E731  A's C_ε (O, B/2, A, call, B/2)
+    torch.testing.assert_close(a_kick(plan), 0.5 * a_kick(same[0]), rtol=1e-12, atol=0)
+    torch.testing.assert_close(plan.chunks[1][1], same[0].chunks[1][1], rtol=0, atol=0)  # B untouched
+    with pytest.raises(ValueError, match="eta and eta_x must be >= 0"):
+        build_plan("csps-s", p, 20, eta=1.0, eta_x=-1.0)
 
 
 @pytest.mark.parametrize("name", STOCHASTIC)

@@ -67,8 +67,9 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
         raise ValueError(f"sampler {sampler!r} has no lam option; samplers with one: "
                          f"{', '.join(n for n in _with_lam())}")
     options = {k: v for k, v in options.items() if k != "lam"}
-    if "eta" in spec.options:
-        options["eta"] = 0.0
+    for k in ("eta", "eta_x"):  # the η = 0 version of a stochastic sampler
+        if k in spec.options:
+            options[k] = 0.0
     key = _key(eps_model, process, sampler, nfe, grid, denoise, options, data_shape)
     if key in _CACHE:
         return _CACHE[key]

@@ -105,8 +105,8 @@ def register_splitting(name: str, description: str, scheme: Scheme, **defaults) 
             opts["eta"] = min(1.0, nfe / 50)
         return splitting_plan(process, scheme, nfe, grid, denoise, name=name, **opts)
 
-    if scheme.stochastic:  # which linear terms O integrates with the noise: a choice to measure
-        defaults = {**defaults, "o_part": scheme.o_part}
+    if scheme.stochastic:  # which linear terms O integrates with the noise, and the position's own noise
+        defaults = {**defaults, "o_part": scheme.o_part, "eta_x": None}  # scale (None: eta): choices to measure
     calls = "1 NFE/step" if scheme.policy == "reduced" else "1 NFE per sub-flow that uses eps"
     build.__doc__ = (f"{description}. Composition {scheme.composition.replace('*', '')} with fractions "
                      f"{scheme.fractions}; {scheme.method} sub-flows; {scheme.policy} calls ({calls}); "

@@ -144,12 +144,14 @@ def kick_coeffs(process: LinearProcess, letter: str, t_a: Tensor, t_b: Tensor, *
     return X_b_inv @ (I + h * lam * P), Ce
 
 
-def ou_coeffs(process: LinearProcess, K_O: Tensor, t_a: Tensor, t_b: Tensor, eta: float):
-    """(C_z, C_ξ) of the O flow dz = β K_O z dt + η sqrt(β) G dw̄, backward from t_a to t_b
-    exactly: mean expm(−Δb K_O) z, covariance η² ∫₀^{Δb} e^{−uK_O} D e^{−uK_Oᵀ} du."""
+def ou_coeffs(process: LinearProcess, K_O: Tensor, t_a: Tensor, t_b: Tensor, etas: Tensor):
+    """(C_z, C_ξ) of the O flow dz = β K_O z dt + sqrt(β) E G dw̄, E = diag(``etas``) (each
+    block's noise scale), backward from t_a to t_b exactly: mean expm(−Δb K_O) z, covariance
+    ∫₀^{Δb} e^{−uK_O} E D E e^{−uK_Oᵀ} du."""
     db = process.b(t_a) - process.b(t_b)
-    mean, cov = van_loan(-K_O, process.D_, db)
-    return mean, eta * sqrtm_psd(cov)
+    E = torch.diag(etas)
+    mean, cov = van_loan(-K_O, E @ process.D_ @ E, db)
+    return mean, sqrtm_psd(cov)
 
 
 # ---- the generic builder ------------------------------------------------------------------------
@@ -157,9 +159,12 @@ def ou_coeffs(process: LinearProcess, K_O: Tensor, t_a: Tensor, t_b: Tensor, eta
 
 def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoise: bool, *,
                    eta: float = 0.0, lam: float = 0.0, o_part: str | None = None,
-                   name: str = "splitting") -> Plan:
+                   eta_x: float | None = None, name: str = "splitting") -> Plan:
     """The plan of a splitting scheme using exactly ``nfe`` network calls; ``o_part`` overrides
-    the scheme's (what O integrates besides the noise)."""
+    the scheme's (what O integrates besides the noise). ``eta_x``: the noise scale of the
+    position block alone (default: ``eta``). Per-block scales E = diag(η_x, η) keep the
+    marginals: the family dz = β [F z + ½ (D + E D E) L⁻ᵀ ε] dt + sqrt(β) E G dw̄ has the
+    forward process's marginals for any E ≥ 0, so A's score term takes 1 + η_x² and B's 1 + η²."""
     if o_part is not None:
         if not scheme.stochastic:
             raise ValueError(f"{name} is deterministic: it has no O flow, so o_part does not apply")
@@ -169,10 +174,12 @@ def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoi
                          f"{process.name}")
     if not process.constant_beta:
         raise ValueError(f"{name} needs a constant β(t)")
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
-    if not scheme.stochastic and eta != 0:
-        raise ValueError(f"{name} is deterministic; eta applies to stochastic schemes only")
+    eta_x = eta if eta_x is None else eta_x
+    if eta < 0 or eta_x < 0:
+        raise ValueError(f"eta and eta_x must be >= 0, got {eta} and {eta_x}")
+    if not scheme.stochastic and (eta != 0 or eta_x != 0):
+        raise ValueError(f"{name} is deterministic; eta and eta_x apply to stochastic schemes only")
+    block_eta = {"A": eta_x, "B": eta}
     K_O = o_drift(process, scheme.o_part) if scheme.stochastic else None
     letters = scheme.composition.replace("*", "")
     # A needs ε only where the score reaches the position (PSLD: D_xx = Γ > 0; CLD: 0)
@@ -203,10 +210,10 @@ def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoi
         k += 1
         t_a, t_b = clocks[ch], clocks[ch] + frac * h
         if ch == "O":
-            Cz, Cn = ou_coeffs(process, K_O, t_a, t_b, eta)
-            chunk = plan.coeffs(Cz, None, Cn if eta > 0 else None)
+            Cz, Cn = ou_coeffs(process, K_O, t_a, t_b, torch.tensor([eta_x, eta], dtype=f64))
+            chunk = plan.coeffs(Cz, None, Cn if max(eta, eta_x) > 0 else None)
         else:
-            Cz, Ce = kick_coeffs(process, ch, t_a, t_b, method=scheme.method_of(ch), eta=eta, lam=lam,
+            Cz, Ce = kick_coeffs(process, ch, t_a, t_b, method=scheme.method_of(ch), eta=block_eta[ch], lam=lam,
                                  o_drift_=K_O)
             chunk = plan.coeffs(Cz, Ce if uses_eps[ch] else None)
         items.append((ch, chunk, t_a.tolist(), t_b.tolist()))

@@ -5,7 +5,8 @@ records the sampler's defaults at the time (its default grid and options), and a
 is already in the output file with the same defaults is skipped (:func:`same_defaults`), so an
 interrupted sweep continues where it stopped and never recomputes a finished cell, while a cell
 measured under defaults that have changed since is measured again (the newer row then stands for
-the key). λ values apply only to samplers with a ``lam`` option, η values only to those with ``eta``; a sampler that cannot meet an NFE gets a row with
+the key). λ values apply only to samplers with a ``lam`` option, η values only to those with
+``eta``; a sampler that cannot meet an NFE gets a row with
 an ``error`` instead of an FD. Each seed draws other samples (counter-based, :mod:`cosi.generate`),
 so the spread over seeds is the sampling noise of the FD.
 """

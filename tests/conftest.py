@@ -18,3 +18,16 @@ def oracle_case(process, d=8, n=16, seed=0, components=4):
     g = torch.Generator().manual_seed(seed)
     z_T = gmm.sample_state(process, process.T, n, g)
     return gmm, z_T, reference_solution(gmm, process, z_T)
+
+
+def mmd_and_floor(process, sampler, nfe, **options):
+    """A stochastic sampler's MMD to exact samples of x at t_min (400 samples of a small mixture,
+    fixed seeds) with the metrics' floor: distribution_metrics' dict."""
+    import cosi
+    from cosi.oracle import distribution_metrics
+
+    gmm = GaussianMixture.random(d=8, components=4, seed=1, std_range=(0.1, 0.3))
+    g = torch.Generator().manual_seed(3)
+    z_T = gmm.sample_state(process, process.T, 400, g)
+    x = cosi.sample(gmm.eps_model(process), process, sampler, nfe, z_T=z_T, generator=g, **options).x
+    return distribution_metrics(gmm, x, process=process, t=process.t_min)

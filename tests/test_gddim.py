@@ -8,10 +8,10 @@ import cosi
 from cosi.grids import time_grid
 from cosi.integrators import classic
 from cosi.integrators.gddim import gddim, whitened_flow
-from cosi.oracle import GaussianMixture, convergence_order, distribution_metrics
+from cosi.oracle import GaussianMixture, convergence_order
 from cosi.processes import f64
 
-from conftest import oracle_case
+from conftest import mmd_and_floor, oracle_case
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
@@ -85,15 +85,8 @@ def test_converges_to_the_probability_flow_solution_at_its_order(pname, sampler,
 @pytest.mark.parametrize("pname", ["cld", "psld"])
 def test_gddim_s_reaches_the_mmd_floor(pname):
     p = cosi.make_process(pname)
-    gmm = GaussianMixture.random(d=8, components=4, seed=1, std_range=(0.1, 0.3))
-    mmds = []
-    for nfe in (3, 400):
-        g = torch.Generator().manual_seed(3)
-        z_T = gmm.sample_state(p, p.T, 400, g)
-        x = cosi.sample(gmm.eps_model(p), p, "gddim-s", nfe, z_T=z_T, generator=g).x
-        m = distribution_metrics(gmm, x, process=p, t=p.t_min)
-        mmds.append(m["mmd"])
-    assert mmds[1] < m["mmd_floor"] + 4 * m["mmd_floor_std"] < mmds[0], (mmds, m)
+    coarse, fine = (mmd_and_floor(p, "gddim-s", nfe) for nfe in (3, 400))
+    assert fine["mmd"] < fine["mmd_floor"] + 4 * fine["mmd_floor_std"] < coarse["mmd"], (coarse, fine)
 
 
 # ---- the two-step form ---------------------------------------------------------------------------

@@ -6,9 +6,9 @@ import torch
 import cosi
 from cosi.integrators import SAMPLERS, build_plan
 from cosi.integrators.plan import Eval, Lin
-from cosi.oracle import GaussianMixture, convergence_order, distribution_metrics
+from cosi.oracle import GaussianMixture, convergence_order
 
-from conftest import oracle_case
+from conftest import mmd_and_floor, oracle_case
 
 SPLITTING = [n for n, s in SAMPLERS.items() if s.processes == ("cld", "psld")]
 DETERMINISTIC = [n for n in SPLITTING if not SAMPLERS[n].stochastic]
@@ -62,16 +62,8 @@ def test_stochastic_presets_reach_the_mmd_floor(pname, name, opts):
     8 pairs of exact sets); at NFE 10 it is far above (the test can fail). Per-block noise
     scales keep the marginals, so they reach the floor too."""
     p = cosi.make_process(pname)
-    gmm = GaussianMixture.random(d=8, components=4, seed=1, std_range=(0.1, 0.3))
-    mmds = []
-    for nfe in (10, 800):
-        g = torch.Generator().manual_seed(3)
-        z_T = gmm.sample_state(p, p.T, 400, g)
-        x = cosi.sample(gmm.eps_model(p), p, name, valid_nfe(name, p, nfe), z_T=z_T, generator=g, **opts).x
-        m = distribution_metrics(gmm, x, process=p, t=p.t_min)
-        mmds.append(m["mmd"])
-    noise = m["mmd_floor"] + 4 * m["mmd_floor_std"]
-    assert mmds[1] < noise < mmds[0], (mmds, m)
+    coarse, fine = (mmd_and_floor(p, name, valid_nfe(name, p, nfe), **opts) for nfe in (10, 800))
+    assert fine["mmd"] < fine["mmd_floor"] + 4 * fine["mmd_floor_std"] < coarse["mmd"], (coarse, fine)
 
 
 def test_eta_x_scales_the_position_noise_alone():

@@ -36,12 +36,12 @@ _CACHE: dict = {}
 _PINNED: list = []  # the eps_models (or their owners) whose ids key _CACHE
 
 
-def reference(process, nfe: int) -> str:
-    """The reference solution of the proxy, as 'sampler@calls': gddim-2m (second order, exact for
+def reference(process, nfe: int) -> tuple[str, int]:
+    """The reference solution of the proxy, (sampler, calls): gddim-2m (second order, exact for
     point-mass data) at max(500, 4·NFE) calls on every process. (csps-d, the reference on CLD/PSLD
     before gddim-2m existed, still had an FD of 2.66 at 200 calls on the learned PSLD model, where
     gddim and gddim-2m sit near 1.0 from 50 calls on: docs/benchmarks.md.)"""
-    return f"gddim-2m@{max(500, 4 * nfe)}"
+    return "gddim-2m", max(500, 4 * nfe)
 
 
 def _owner(eps_model):
@@ -75,8 +75,8 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
         return _CACHE[key]
     keys = sample_keys(PROBE_SEED, torch.arange(PROBE, device=device))
     z_T = prior(process, data_shape, keys, dtype)
-    ref_name, default_nfe = reference(process, nfe).split("@")
-    ref_nfe = ref_nfe or int(default_nfe)
+    ref_name, default_nfe = reference(process, nfe)
+    ref_nfe = ref_nfe or default_nfe
     ref_key = (*_key(eps_model, process, ref_name, ref_nfe, None, False, {}, data_shape), "reference")
     calls = 0
     if ref_key not in _CACHE:

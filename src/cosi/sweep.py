@@ -88,7 +88,7 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
         for c in cells:
             key = cell_key(model_name, c["sampler"], c["nfe"], c["options"], n, c["seed"])
             defaults = sampler_defaults(c["sampler"], model.process)
-            auto_ref = reference(model.process, c["nfe"]) if c["options"].get("lam") == "auto" else None
+            auto_ref = "{}@{}".format(*reference(model.process, c["nfe"])) if c["options"].get("lam") == "auto" else None
             if any(same_defaults(r.get("defaults"), defaults) and r.get("tuning_reference") == auto_ref
                    for r in measured.get(key, ())):
                 continue  # measured under the same defaults (and, for lam=auto, the same reference)

@@ -206,17 +206,19 @@ def main() -> None:
         fig = plot_fd_vs_lam(rows, s, figs / f"bench_lam_{s}.png")
         steps = sorted({r["lam"] for r in rows if isinstance(r.get("lam"), (int, float))})
         lines += [f"### {s} ({model})", "", f"λ measured: {', '.join(f'{v:g}' for v in steps)} (not every λ at "
-                  "every NFE).", "", "| NFE | best λ on the grid (FD) | lam=auto: λ (FD) | auto / best | proxy's reference |",
+                  "every NFE).", "", "| NFE | best λ on the grid (FD) | lam=auto: λ (FD) | auto / best | proxy's reference; search |",
                   "|---|---|---|---|---|"]
         for k in sorted({r["nfe"] for r in rows}):
             grid = [r for r in rows if r["nfe"] == k and isinstance(r.get("lam"), (int, float))]
-            auto = next((r for r in rows if r["nfe"] == k and r.get("lam") == "auto"), None)
+            auto = next((r for r in reversed(rows) if r["nfe"] == k and r.get("lam") == "auto"), None)  # the latest
             if not grid:
                 continue
             best = min(grid, key=lambda r: r["fd"])
             a = f"{auto['lam_chosen']:.2f} ({auto['fd']:.2f})" if auto else "—"
             ratio = f"{auto['fd'] / best['fd']:.3f}" if auto else "—"
-            ref = "—" if not auto else auto.get("tuning_reference", "csps-d (PSLD) / ddim (VP) @ max(500, 4·NFE)")
+            ref = "—" if not auto else "{}; {}".format(
+                auto.get("tuning_reference", "csps-d (PSLD) / ddim (VP) @ max(500, 4·NFE)"),
+                auto.get("tuning_search", "coarse 1, parabola"))
             lines.append(f"| {k} | {best['lam']:g} ({best['fd']:.2f}) | {a} | {ratio} | {ref} |")
         lines += ["", f"![FD vs λ, {s}](figures/{fig.name})", ""]
 

@@ -9,6 +9,7 @@ import cosi
 from cosi.cli import app
 from cosi.metrics import feature_stats, quantize
 from cosi.oracle import GaussianMixture
+from cosi.autolam import SEARCH
 from cosi.sweep import make_cells, read_rows, run_sweep
 
 
@@ -75,7 +76,7 @@ def test_a_cell_measured_under_changed_defaults_is_measured_again(tmp_path):
     assert run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None) == []
 
 
-def test_a_lam_auto_cell_is_measured_again_when_the_reference_changed(tmp_path):
+def test_a_lam_auto_cell_is_measured_again_when_the_reference_or_search_changed(tmp_path):
     model, gmm = image_model()
     feats = FlatFeatures()
     ref = feats.stats([gmm.sample(400, torch.Generator().manual_seed(0)).float()])
@@ -88,6 +89,11 @@ def test_a_lam_auto_cell_is_measured_again_when_the_reference_changed(tmp_path):
     out.write_text(__import__("json").dumps(row) + "\n")
     (again,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
     assert again["tuning_reference"] == "gddim-2m@500"
+    del again["tuning_search"]  # as if tuned by an older search
+    out.write_text(__import__("json").dumps(again) + "\n")
+    (third,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
+    assert third["tuning_search"] == SEARCH and dict(third["tuning_proxy"])[third["lam_chosen"]] == min(
+        v for _, v in third["tuning_proxy"])
 
 
 def test_plots_from_sweep_rows(tmp_path):

@@ -8,14 +8,16 @@ picks it per (model, process, sampler, NFE, grid, options) from a cheap proxy in
 where x_i(λ) is the sampler's output (data block) at the requested NFE with η = 0 and
 x_i^ref a high-accuracy solution of the probability-flow ODE from the same prior draw (:func:`reference`), for a
 fixed probe batch of ``PROBE`` prior draws (counter-based seeds, so every batch and every
-process picks the same λ). The search is a coarse grid ``COARSE`` (extended outwards, one
-step at a time, while the optimum sits on its edge) followed by one parabolic refinement
-through the best grid point and its neighbours.
+process picks the same λ). The search is a coarse grid ``COARSE`` of step 1 (extended outwards,
+one step at a time, while the optimum sits on its edge), then a grid of step 0.25 between the
+coarse optimum's neighbours (on the learned PSLD model FD changes several-fold between λ 0.25
+apart: docs/benchmarks.md), then one parabolic refinement through the best fine point and its
+neighbours.
 
 Cost, in network calls on a probe batch of 16: the reference (``ref_sampler`` at
-``ref_nfe`` = max(500, 4·NFE) calls, once per model) plus NFE calls for each of the 9 grid
-points, any extension points and the refined point: about 10·NFE + 500 calls of batch 16 at
-NFE ≤ 125 — for a 10k-sample run at 50 NFE, about 0.2 % of its network work. A stochastic sampler (η > 0) takes the
+``ref_nfe`` = max(500, 4·NFE) calls, once per model) plus NFE calls for each of the 9 coarse
+points, any extension points, the 6 fine points and the refined point: about 16·NFE + 500 calls
+of batch 16 at NFE ≤ 125 — for a 10k-sample run at 50 NFE, about 0.3 % of its network work. A stochastic sampler (η > 0) takes the
 λ of its η = 0 version. The choice is cached per model for the process's lifetime.
 """
 
@@ -32,6 +34,8 @@ PROBE = 16
 PROBE_SEED = 0x5EED
 COARSE = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
 LIMIT = 12.0  # the grid is extended past an edge optimum up to |λ| = LIMIT
+FINE, FINE_POINTS = 0.25, 3  # then a grid of step FINE, FINE_POINTS either side of the coarse optimum
+SEARCH = "coarse 1, fine 0.25 ±0.75, parabola"  # recorded with each tuned row: a changed search is a new measurement
 _CACHE: dict = {}
 _PINNED: list = []  # the eps_models (or their owners) whose ids key _CACHE
 
@@ -105,15 +109,20 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
         pos = 0 if i == 0 else len(lams)
         lams.insert(pos, lam)
         errs.insert(pos, error(lam))
-    if 0 < i < len(lams) - 1:  # the vertex of the parabola through the best point and its neighbours
-        (a, fa), (b, fb), (c, fc) = [(lams[j], errs[j]) for j in (i - 1, i, i + 1)]
+    centre = lams[i]  # the fine grid between the coarse optimum's neighbours
+    fine = [centre + FINE * k for k in range(-FINE_POINTS, FINE_POINTS + 1)]
+    errs = [proxy[lam] if lam in proxy else error(lam) for lam in fine]
+    i = min(range(len(fine)), key=errs.__getitem__)
+    if 0 < i < len(fine) - 1:  # the vertex of the parabola through the best point and its neighbours
+        (a, fa), (b, fb), (c, fc) = [(fine[j], errs[j]) for j in (i - 1, i, i + 1)]
         den = (b - a) * (fb - fc) - (b - c) * (fb - fa)
         if den != 0 and all(map(lambda v: v < float("inf"), (fa, fb, fc))):
             lam = b - 0.5 * ((b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)) / den
-            if a < lam < c:
+            if a < lam < c and round(lam, 4) not in proxy:
                 error(round(lam, 4))
     best = min(proxy, key=proxy.get)
-    out = {"lam": best, "proxy": proxy, "calls": calls, "probe": PROBE, "reference": f"{ref_name}@{ref_nfe}"}
+    out = {"lam": best, "proxy": proxy, "calls": calls, "probe": PROBE, "reference": f"{ref_name}@{ref_nfe}",
+           "search": SEARCH}
     _CACHE[key] = out
     _PINNED.append(_owner(eps_model)[0])
     return out

@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from .autolam import reference
+from .autolam import SEARCH, reference
 from .integrators import get_sampler
 
 
@@ -88,10 +88,11 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
         for c in cells:
             key = cell_key(model_name, c["sampler"], c["nfe"], c["options"], n, c["seed"])
             defaults = sampler_defaults(c["sampler"], model.process)
-            auto_ref = "{}@{}".format(*reference(model.process, c["nfe"])) if c["options"].get("lam") == "auto" else None
-            if any(same_defaults(r.get("defaults"), defaults) and r.get("tuning_reference") == auto_ref
-                   for r in measured.get(key, ())):
-                continue  # measured under the same defaults (and, for lam=auto, the same reference)
+            auto = c["options"].get("lam") == "auto"
+            tuned_as = ("{}@{}".format(*reference(model.process, c["nfe"])), SEARCH) if auto else (None, None)
+            if any(same_defaults(r.get("defaults"), defaults)
+                   and (r.get("tuning_reference"), r.get("tuning_search")) == tuned_as for r in measured.get(key, ())):
+                continue  # measured under the same defaults (and, for lam=auto, the same reference and search)
             if minutes is not None and time.monotonic() - t0 > 60 * minutes:
                 log(f"time budget of {minutes} min reached; run again to continue")
                 break
@@ -107,7 +108,8 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
                                            device=model.device, **rest)
                     opts["lam"] = tuning["lam"]
                     row.update({"lam_chosen": tuning["lam"], "tuning_calls": tuning["calls"],
-                                "tuning_probe": tuning["probe"], "tuning_reference": tuning["reference"]})
+                                "tuning_probe": tuning["probe"], "tuning_reference": tuning["reference"],
+                                "tuning_search": tuning["search"], "tuning_proxy": sorted(tuning["proxy"].items())})
                 r = model_fd(model, features, ref_stats, c["sampler"], c["nfe"], n, batch_size, seed=c["seed"],
                              ref_features=ref_features, graph=graphed, **opts)
                 row.update({**r, **c["options"]})

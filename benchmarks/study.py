@@ -12,8 +12,9 @@ same command continues in the next session where this one stopped):
              graphs first, then the other modes (eager; graph with a compiled network; compiled network)
   psld       FD vs NFE {10, 20, 50, 100, 200} for every PSLD sampler (the paper's Table 2 and more)
   vp         the same for every VP sampler, DPM-Solver++ and UniPC included
-  lam        FD vs λ (−6 … 4) for lambda-ddim-2 / csps-d (PSLD) and lambda-ddim-1 (VP), plus lam=auto,
-             and a fine λ grid (steps of 0.25 on PSLD, 0.125 on VP) around the optimum: the check of lam=auto
+  lam        FD vs λ (−6 … 4) for lambda-ddim-2 / csps-d (PSLD) and lambda-ddim-1 (VP), plus lam=auto
+             (by the FD of 2000 samples to the train split), and a fine λ grid (steps of 0.25 on PSLD,
+             0.125 on VP) around the optimum: the check of lam=auto
   tune       the stochastic splitting samplers on the learned PSLD model: η × what O integrates (o_part),
              and noise on the momentum only (eta_x = 0), at NFE 20, 50, 100 (the evidence for csps-s's defaults)
   seeds      a second seed for the rows of psld and vp at NFE 20 and 50 (the FD's sampling noise)
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from cosi.autolam import FDObjective
 from cosi.evaluate import feature_space, reference_images, reference_stats
 from cosi.integrators import SAMPLERS
 from cosi.models.checkpoint import load
@@ -77,6 +79,7 @@ def fd_plan() -> list[tuple[str, str, list[dict]]]:
             ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=["auto"])),
             ("lam", psld, make_cells(["lambda-ddim-2"], [10, 20, 50, 100], lams=LAMS_FINE[psld])),
             ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=LAMS_FINE[vp])),
+            ("lam", vp, make_cells(["lambda-ddim-1"], [50, 100], lams=[0.625, 0.75, 0.875, 1.0])),  # past 0.5
             ("seeds", psld, make_cells(DATA_PREDICTION, [10, 20, 50], seeds=[1])),
             ("seeds", vp, make_cells(["gddim-2m", "unipc"], [10, 20, 50], seeds=[1])),
             ("psld", psld, make_cells(samplers_of("psld"), NFES)),
@@ -209,6 +212,9 @@ def main() -> None:
     features, kind, ref_name = feature_space("classifier", (1, 28, 28), dev)
     ref = reference_stats(features, kind, ref_name, ref_dir=args.data_dir)
     ref_features = features.image_features(reference_images(ref_name, args.data_dir))  # for the KID
+    # lam=auto picks λ by the FD of 2000 samples to the train split; every FD reported is to the test split
+    objective = FDObjective(features, reference_stats(features, kind, "fmnist-train", ref_dir=args.data_dir),
+                            f"{kind}/fmnist-train", batch_size=args.batch_size)
     graph = dev == "cuda" and not args.no_graph
     net = args.network if args.network != "auto" else fastest_network(args.out / "network.jsonl")
     if dev != "cuda":
@@ -226,7 +232,7 @@ def main() -> None:
             models[name] = prepared(name, dev, dtype, net)
         run_sweep(models[name], name, features, ref, cells, args.out / f"{stage}.jsonl", n=args.n,
                   batch_size=args.batch_size, minutes=left(), extra=extra, ref_features=ref_features,
-                  graph=graph, log=lambda s: print(s, flush=True))
+                  graph=graph, lam_objective=objective, log=lambda s: print(s, flush=True))
     print(f"study: {(time.monotonic() - t0) / 60:.1f} min on {hw}", flush=True)
 
 

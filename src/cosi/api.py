@@ -31,7 +31,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
            shape=None, generator: torch.Generator | None = None, *, grid=None,
            denoise: bool = False, device=None, dtype=torch.float32, progress: bool = False,
            callback: Callable | None = None, noise: Callable | None = None, graph: bool = False,
-           **options) -> SampleResult:
+           lam_objective=None, **options) -> SampleResult:
     """Sample from a diffusion model with exactly ``nfe`` network calls.
 
     Args:
@@ -55,8 +55,11 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
             itself be captured (compile it with a mode without CUDA graphs). The noise comes from
             ``noise`` if it is a :class:`cosi.noise.CounterNoise`, else from counter-based normals
             keyed by draws of ``generator``.
+        lam_objective: with ``lam="auto"``, a :class:`cosi.autolam.FDObjective` to pick λ by
+            (the FD of a probe of samples to held-out reference statistics); None: the accuracy
+            proxy, which needs no data.
         **options: the sampler's own options (``eta``, ``lam``, ``B``, ...); ``lam="auto"`` picks
-            λ from a cheap proxy on a fixed probe batch (:mod:`cosi.autolam`).
+            λ by a search on a fixed probe of prior draws (:mod:`cosi.autolam`).
     """
     if isinstance(process, str):
         process = make_process(process)
@@ -70,7 +73,8 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         data_shape = (state[1] // process.k, *state[2:])
         where = z_T.device if z_T is not None else device
         tuning = choose_lambda(eps_model, process, sampler, nfe, data_shape, grid=grid, denoise=denoise,
-                               device=where, **{k: v for k, v in options.items() if k != "lam"})
+                               device=where, objective=lam_objective,
+                               **{k: v for k, v in options.items() if k != "lam"})
         options = {**options, "lam": tuning["lam"]}
     spec = get_sampler(sampler)
     if spec.run is not None:

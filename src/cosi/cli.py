@@ -236,7 +236,8 @@ def eval_(
     folder: Path = typer.Argument(..., help="a folder of PNG samples (or a `cosi sample` output folder)"),
     fd: str = typer.Option("auto", "--fd", "--fid", help="feature space: classifier (the shipped Fashion-MNIST "
                            "classifier) or inception (standard FID, torch-fidelity); auto: by image shape"),
-    ref: str = typer.Option("auto", "--ref", help="fmnist (test split), cifar10 (train split), a folder of "
+    ref: str = typer.Option("auto", "--ref", help="fmnist (test split), cifar10 (train split), fmnist-train, "
+                            "cifar10-test, a folder of "
                             "images, or a cached statistics .npz; auto: by feature space"),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help="where the reference dataset lies "
                                            "(CIFAR-10 python batches; Fashion-MNIST idx files)"),
@@ -275,6 +276,9 @@ def sweep(
     out: Path = typer.Option(..., "--out", help="JSONL results; finished cells in it are skipped"),
     fd: str = typer.Option("auto", "--fd", help="classifier, inception or auto (as in `cosi eval`)"),
     ref: str = typer.Option("auto", "--ref", help="as in `cosi eval`"),
+    lam_ref: Optional[str] = typer.Option(None, "--lam-ref", help="lam=auto picks λ by the FD of 2000 samples "
+                                          "to this reference (as --ref; hold it out: e.g. fmnist-train when --ref "
+                                          "is fmnist); default: by the accuracy proxy, no data needed"),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir"),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights"),
     cache: Path = typer.Option(Path.home() / ".cache" / "cosi", "--cache"),
@@ -305,12 +309,20 @@ def sweep(
                 _fail("--kid needs the reference images, not a statistics .npz")
             images = reference_images(default_ref if ref == "auto" else ref, ref_dir, m.data_shape[0])
             ref_features = features.image_features(images)
+        objective = None
+        if lam_ref is not None:
+            from .autolam import FDObjective
+
+            lam_stats = reference_stats(features, kind, lam_ref, ref_dir=ref_dir, cache=cache,
+                                        channels=m.data_shape[0])
+            objective = FDObjective(features, lam_stats, f"{kind}/{lam_ref}", batch_size=batch_size)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
         _fail(str(e))
     extra = {"features": kind, "device": str(m.device), "dtype": str(m.dtype).removeprefix("torch."),
              "compiled": compile, "graph": graph}
     run_sweep(m, model, features, ref_stats, cells, out, n=n, batch_size=batch_size, minutes=minutes, extra=extra,
-              ref_features=ref_features, graph=graph, log=(lambda s: None) if quiet else typer.echo)
+              ref_features=ref_features, graph=graph, lam_objective=objective,
+              log=(lambda s: None) if quiet else typer.echo)
 
 
 plot_app = typer.Typer(no_args_is_help=True, help="Figures from sweep results and sample folders.")

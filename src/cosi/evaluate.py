@@ -87,8 +87,9 @@ def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000
 
 def reference_stats(features, kind: str, ref: str, *, ref_dir=None, cache=None, channels: int = 3):
     """Feature statistics of a reference set, computed once and cached in ``cache``: 'fmnist' (the
-    test split), 'cifar10' (the train split, the usual FID reference), a folder of images, or a
-    statistics ``.npz`` (read as is)."""
+    test split), 'cifar10' (the train split, the usual FID reference), 'fmnist-train' or
+    'cifar10-test' (the other splits, e.g. to tune on data the results are not judged against), a
+    folder of images, or a statistics ``.npz`` (read as is)."""
     import hashlib
     from pathlib import Path
 
@@ -97,7 +98,7 @@ def reference_stats(features, kind: str, ref: str, *, ref_dir=None, cache=None, 
     if ref.endswith(".npz"):
         return FeatureStats.load(ref)
     cache = Path(cache) if cache is not None else Path.home() / ".cache" / "cosi"
-    name = ref if ref in ("fmnist", "cifar10") else \
+    name = ref if ref in NAMED else \
         "folder-" + hashlib.sha1(str(Path(ref).resolve()).encode()).hexdigest()[:12]
     path = cache / f"{kind}-{name}.npz"
     if path.is_file():
@@ -108,14 +109,17 @@ def reference_stats(features, kind: str, ref: str, *, ref_dir=None, cache=None, 
     return stats
 
 
+NAMED = {"fmnist": ("fmnist", "test"), "fmnist-train": ("fmnist", "train"), "cifar10": ("cifar10", "train"),
+         "cifar10-test": ("cifar10", "test")}  # reference name -> (dataset, split)
+
+
 def reference_images(ref: str, ref_dir=None, channels: int = 3):
-    """The uint8 images of a named reference ('fmnist': test split, 'cifar10': train split) or a folder."""
+    """The uint8 images of a named reference (:data:`NAMED`) or a folder."""
     from .data import load_cifar10, load_fashion_mnist, load_image_folder
 
-    if ref == "fmnist":
-        return load_fashion_mnist(ref_dir, "test").images
-    if ref == "cifar10":
-        return load_cifar10(ref_dir, "train").images
+    if ref in NAMED:
+        dataset, split = NAMED[ref]
+        return (load_fashion_mnist if dataset == "fmnist" else load_cifar10)(ref_dir, split).images
     return load_image_folder(ref, channels=channels).images
 
 

@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from .autolam import SEARCH, reference
+from .autolam import SEARCH, judged_by
 from .integrators import get_sampler
 
 
@@ -69,12 +69,14 @@ def read_rows(path) -> list[dict]:
 
 def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], out, *, n: int = 10_000,
               batch_size: int = 1000, minutes: float | None = None, extra: dict | None = None,
-              ref_features=None, graph: bool = False, log=print) -> list[dict]:
+              ref_features=None, graph: bool = False, lam_objective=None, log=print) -> list[dict]:
     """Run the cells not yet in ``out`` (JSONL), appending one row each; returns the new rows.
     ``minutes``: start no new cell after that much wall time. ``extra``: fields added to each row.
     ``ref_features``: the reference's features (N, dim), to add the KID to each row. ``graph``: sample
     with captured CUDA graphs (:func:`cosi.api.sample`) where the sampler has a plan (the samplers run
-    by diffusers run eagerly); not part of a cell's key, recorded in the row."""
+    by diffusers run eagerly); not part of a cell's key, recorded in the row. ``lam_objective``: what
+    lam="auto" cells pick λ by (:func:`cosi.autolam.choose_lambda`); a cell tuned by another objective,
+    reference or search is measured again."""
     from .evaluate import model_fd
 
     t0 = time.monotonic()
@@ -89,7 +91,7 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
             key = cell_key(model_name, c["sampler"], c["nfe"], c["options"], n, c["seed"])
             defaults = sampler_defaults(c["sampler"], model.process)
             auto = c["options"].get("lam") == "auto"
-            tuned_as = ("{}@{}".format(*reference(model.process, c["nfe"])), SEARCH) if auto else (None, None)
+            tuned_as = (judged_by(model.process, c["nfe"], lam_objective), SEARCH) if auto else (None, None)
             if any(same_defaults(r.get("defaults"), defaults)
                    and (r.get("tuning_reference"), r.get("tuning_search")) == tuned_as for r in measured.get(key, ())):
                 continue  # measured under the same defaults (and, for lam=auto, the same reference and search)
@@ -105,7 +107,7 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
 
                     rest = {k: v for k, v in opts.items() if k != "lam"}
                     tuning = choose_lambda(model.eps_model, model.process, c["sampler"], c["nfe"], model.data_shape,
-                                           device=model.device, **rest)
+                                           device=model.device, objective=lam_objective, **rest)
                     opts["lam"] = tuning["lam"]
                     row.update({"lam_chosen": tuning["lam"], "tuning_calls": tuning["calls"],
                                 "tuning_probe": tuning["probe"], "tuning_reference": tuning["reference"],

@@ -45,5 +45,5 @@ python benchmarks/study.py --stage network --stage speed --minutes "$(minutes $(
 timeout $(( $(left) - 10 )) python benchmarks/study.py ${FD_STAGES:---stage psld --stage vp --stage lam --stage tune --stage seeds} \
     --minutes "$(minutes $(( $(left) - 60 )))" --data-dir .data/fmnist --out $R/study 2>&1 | tee -a "$LOG"
 
-for f in network speed psld vp lam tune seeds; do [ -f $R/study/$f.jsonl ] && cp $R/study/$f.jsonl "$OUT/"; done
+for f in network speed psld vp lam tune seeds final; do [ -f $R/study/$f.jsonl ] && cp $R/study/$f.jsonl "$OUT/"; done
 echo "session: $(( $(date +%s) - t0 )) s" | tee -a "$LOG"

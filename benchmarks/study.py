@@ -18,6 +18,7 @@ same command continues in the next session where this one stopped):
   tune       the stochastic splitting samplers on the learned PSLD model: η × what O integrates (o_part),
              and noise on the momentum only (eta_x = 0), at NFE 20, 50, 100 (the evidence for csps-s's defaults)
   seeds      a second seed for the rows of psld and vp at NFE 20 and 50 (the FD's sampling noise)
+  final      50k samples for the final row (NFE 200) of the best sampler on each model
 
 The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
 the paper's Table 2 at NFE 50 and 100, their second seeds, the λ curves and the lam=auto check, second
@@ -45,7 +46,8 @@ from cosi.models.checkpoint import load
 from cosi.sweep import make_cells, run_sweep
 
 NFES = [10, 20, 50, 100, 200]
-STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds"]
+STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds", "final"]
+FINAL_N = 50_000  # the final stage's samples per cell
 NETWORKS = {"nchw": (False, None), "nhwc": (True, None), "nchw+compile": (False, "default"),
             "nhwc+compile": (True, "default")}  # name: (channels-last, torch.compile mode)
 
@@ -90,6 +92,10 @@ def fd_plan() -> list[tuple[str, str, list[dict]]]:
                                       o_parts=["friction", "none", "linear"])),
             ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=LAMS)),
             ("lam", psld, make_cells(["csps-d"], [10, 20, 50, 100], lams=LAMS)),
+            ("lam", psld, make_cells(["lambda-ddim-2"], [10, 20, 50, 100], lams=["auto"], seeds=[1])),
+            ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=["auto"], seeds=[1])),
+            ("final", psld, make_cells(["gddim-2m"], [200])),  # FINAL_N samples
+            ("final", vp, make_cells(["gddim-2m"], [200])),
             ("seeds", psld, make_cells(samplers_of("psld"), [20, 50], seeds=[1])),
             ("seeds", vp, make_cells(samplers_of("vp"), [20, 50], seeds=[1]))]
 
@@ -230,7 +236,8 @@ def main() -> None:
             continue
         if name not in models:
             models[name] = prepared(name, dev, dtype, net)
-        run_sweep(models[name], name, features, ref, cells, args.out / f"{stage}.jsonl", n=args.n,
+        run_sweep(models[name], name, features, ref, cells, args.out / f"{stage}.jsonl",
+                  n=FINAL_N if stage == "final" else args.n,
                   batch_size=args.batch_size, minutes=left(), extra=extra, ref_features=ref_features,
                   graph=graph, lam_objective=objective, log=lambda s: print(s, flush=True))
     print(f"study: {(time.monotonic() - t0) / 60:.1f} min on {hw}", flush=True)

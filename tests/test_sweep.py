@@ -121,3 +121,27 @@ def test_sweep_rows_carry_the_kid_when_given_reference_features(tmp_path):
     coarse, fine = rows
     assert coarse["kid"] > fine["kid"] and coarse["kid_std"] > 0
     assert abs(fine["fd"]) < coarse["fd"]
+
+
+def test_sweep_cli_tunes_lam_by_fd_against_a_held_out_folder(tmp_path):
+    import json
+
+    from PIL import Image
+
+    for name in ("judge", "tune"):
+        (tmp_path / name).mkdir()
+        rng = torch.Generator().manual_seed(len(name))
+        for i in range(12):
+            img = torch.randint(0, 256, (28, 28), generator=rng, dtype=torch.uint8).numpy()
+            Image.fromarray(img).save(tmp_path / name / f"{i}.png")
+    out = tmp_path / "s.jsonl"
+    args = ["sweep", "-m", "fmnist-vp", "-s", "lambda-ddim-1", "--nfe", "2", "--lam", "auto", "--n", "8",
+            "--batch-size", "8", "--ref", str(tmp_path / "judge"), "--lam-ref", str(tmp_path / "tune"),
+            "--lam-probe", "8", "--cache", str(tmp_path / "cache"), "--device", "cpu", "--out", str(out), "-q"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["tuning_reference"] == f"FD vs classifier/{tmp_path / 'tune'} (8 samples)"
+    assert row["tuning_probe"] == 8 and row["lam_chosen"] == min(row["tuning_proxy"], key=lambda p: p[1])[0]
+    r = CliRunner().invoke(app, args[:-1])  # tuned the same way: nothing to do
+    assert r.exit_code == 0 and "FD" not in r.output and len(out.read_text().splitlines()) == 1

@@ -279,6 +279,7 @@ def sweep(
     lam_ref: Optional[str] = typer.Option(None, "--lam-ref", help="lam=auto picks λ by the FD of 2000 samples "
                                           "to this reference (as --ref; hold it out: e.g. fmnist-train when --ref "
                                           "is fmnist); default: by the accuracy proxy, no data needed"),
+    lam_probe: int = typer.Option(2000, "--lam-probe", help="with --lam-ref: samples per λ tried"),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir"),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights"),
     cache: Path = typer.Option(Path.home() / ".cache" / "cosi", "--cache"),
@@ -315,7 +316,7 @@ def sweep(
 
             lam_stats = reference_stats(features, kind, lam_ref, ref_dir=ref_dir, cache=cache,
                                         channels=m.data_shape[0])
-            objective = FDObjective(features, lam_stats, f"{kind}/{lam_ref}", batch_size=batch_size)
+            objective = FDObjective(features, lam_stats, f"{kind}/{lam_ref}", probe=lam_probe, batch_size=batch_size)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
         _fail(str(e))
     extra = {"features": kind, "device": str(m.device), "dtype": str(m.dtype).removeprefix("torch."),

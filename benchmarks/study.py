@@ -86,8 +86,7 @@ def fd_plan() -> list[tuple[str, str, list[dict]]]:
             ("seeds", vp, make_cells(["gddim-2m", "unipc"], [10, 20, 50], seeds=[1])),
             ("psld", psld, make_cells(samplers_of("psld"), NFES)),
             ("vp", vp, make_cells(samplers_of("vp"), NFES)),
-            ("tune", psld, [{"sampler": s, "nfe": k, "options": {"eta": 1.0, "eta_x": 0.0}, "seed": 0}
-                            for s in ("csps-s", "sps-s") for k in (20, 50, 100)]),  # noise on the momentum only
+            ("tune", psld, make_cells(["csps-s", "sps-s"], [20, 50, 100], etas=[1.0], eta_xs=[0.0])),  # m's noise only
             ("tune", psld, make_cells(["csps-s", "sps-s"], [20, 50, 100], etas=[0.5, 1.0],
                                       o_parts=["friction", "none", "linear"])),
             ("lam", vp, make_cells(["lambda-ddim-1"], [10, 20, 50, 100], lams=LAMS)),

@@ -36,10 +36,10 @@ worth, about 3 runs of 10k samples at the same NFE: worth it for a long run, or 
 
 from __future__ import annotations
 
-import torch
-
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from .api import sample
 from .generate import prior
@@ -125,8 +125,9 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
     keys = sample_keys(PROBE_SEED, torch.arange(probe, device=device))
     z_T = prior(process, data_shape, keys, dtype)
     calls, proxy = 0, {}
-    against = judged_by(process, nfe, objective)
-    if objective is None:
+    if objective is not None:
+        against = judged_by(process, nfe, objective)
+    else:
         ref_name, default_nfe = reference(process, nfe)
         ref_nfe = ref_nfe or default_nfe
         against = f"{ref_name}@{ref_nfe}"

@@ -26,15 +26,18 @@ def cell_key(model: str, sampler: str, nfe: int, options: dict, n: int, seed: in
     return json.dumps([model, sampler, nfe, options, n, seed], sort_keys=True)
 
 
-def make_cells(samplers, nfes, lams=(None,), etas=(None,), grids=(None,), seeds=(0,), o_parts=(None,)) -> list[dict]:
-    """Every combination, with λ, η and o_part given only to the samplers that take them."""
+def make_cells(samplers, nfes, lams=(None,), etas=(None,), grids=(None,), seeds=(0,), o_parts=(None,),
+               eta_xs=(None,)) -> list[dict]:
+    """Every combination, with λ, η, η_x and o_part given only to the samplers that take them."""
     cells = []
     for sampler in samplers:
         opts = get_sampler(sampler).options
-        for nfe, lam, eta, o_part, grid, seed in itertools.product(
-                nfes, lams if "lam" in opts else (None,), etas if "eta" in opts else (None,),
-                o_parts if "o_part" in opts else (None,), grids, seeds):
-            o = {k: v for k, v in (("lam", lam), ("eta", eta), ("o_part", o_part), ("grid", grid)) if v is not None}
+        given = lambda name, values: values if name in opts else (None,)  # noqa: E731
+        for nfe, lam, eta, eta_x, o_part, grid, seed in itertools.product(
+                nfes, given("lam", lams), given("eta", etas), given("eta_x", eta_xs), given("o_part", o_parts),
+                grids, seeds):
+            o = {k: v for k, v in (("lam", lam), ("eta", eta), ("eta_x", eta_x), ("o_part", o_part), ("grid", grid))
+                 if v is not None}
             cell = {"sampler": sampler, "nfe": nfe, "options": o, "seed": seed}
             if cell not in cells:
                 cells.append(cell)

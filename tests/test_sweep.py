@@ -34,6 +34,8 @@ def test_cells_give_lam_and_eta_only_to_samplers_that_take_them():
     assert {(c["sampler"], tuple(sorted(c["options"].items()))) for c in cells} == {
         ("euler", ()), ("lambda-ddim-1", (("lam", 0.0),)), ("lambda-ddim-1", (("lam", 1.0),)), ("em", (("eta", 0.5),))}
     assert len(cells) == 8  # four settings x two seeds
+    cells = make_cells(["em", "csps-s"], [10], etas=[1.0], eta_xs=[0.0])
+    assert [c["options"] for c in cells] == [{"eta": 1.0}, {"eta": 1.0, "eta_x": 0.0}]  # em has no eta_x
 
 
 def test_sweep_skips_finished_cells_and_redoes_only_the_missing_one(tmp_path):

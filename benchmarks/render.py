@@ -117,6 +117,11 @@ def tune_section(rows: list[dict], psld: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def tuned_by_fd(r: dict) -> bool:
+    """A lam=auto row whose λ was chosen by the FD objective (cosi.autolam.FDObjective)."""
+    return r.get("lam") == "auto" and str(r.get("tuning_reference", "")).startswith("FD vs")
+
+
 def seed_noise(R: dict) -> str:
     """The FD's seed-to-seed spread over every cell measured with two seeds: the noise to assume for a
     cell measured once."""
@@ -132,11 +137,12 @@ def seed_noise(R: dict) -> str:
             f"{100 * rel[-1]:.1f} %; KID cells show their spread over subsets.")
 
 
-def lam_section(lam_rows: list[dict], every_lam: list[dict], R: dict, figs: Path) -> list[str]:
-    """FD vs λ, and the check of lam=auto: by the FD objective (the latest rows) against the best λ of
-    the grid at each NFE, and the accuracy proxy's choice (the latest row tuned by it) beside it."""
+def lam_section(R: dict, every_lam: list[dict], figs: Path) -> list[str]:
+    """FD vs λ, and the check of lam=auto: by the FD objective (the latest rows of R["lam"]) against
+    the best λ of the grid at each NFE, and beside it the accuracy proxy's choice (the latest such
+    row of ``every_lam``, the lam rows before the latest-per-key selection)."""
     lines = ["## λ", ""]
-    lam_rows = [r for r in lam_rows if "fd" in r]
+    lam_rows = [r for r in R["lam"] if "fd" in r]
     if not lam_rows:
         return lines + ["Not measured yet.", ""]
     lines += ["lam=auto is checked against the best λ of the measured grid (coarse: −6 … 4; fine: steps of "
@@ -162,12 +168,10 @@ def lam_section(lam_rows: list[dict], every_lam: list[dict], R: dict, figs: Path
             if not grid:
                 continue
             best = min(grid, key=lambda r: r["fd"])
-            autos = [r for r in rows if r["nfe"] == k and r.get("lam") == "auto"
-                     and str(r.get("tuning_reference", "")).startswith("FD vs")]
-            by_fd = {r["seed"]: r for r in autos}
+            by_fd = {r["seed"]: r for r in rows if r["nfe"] == k and tuned_by_fd(r)}
             accurate = next((r for r in reversed(every_lam) if r["model"] == model and r["sampler"] == s
                              and r["nfe"] == k and r.get("lam") == "auto" and r.get("tuning_search")
-                             and not str(r.get("tuning_reference")).startswith("FD vs")), None)
+                             and not tuned_by_fd(r)), None)
             a0 = by_fd.get(0)
             cell = "—" if a0 is None else f"{a0['lam_chosen']:.2f} ({a0['fd']:.2f}" + (
                 f"; {by_fd[1]['fd']:.2f})" if 1 in by_fd else ")")
@@ -177,11 +181,11 @@ def lam_section(lam_rows: list[dict], every_lam: list[dict], R: dict, figs: Path
             lines.append(f"| {k} | {best['lam']:g} ({best['fd']:.2f}) | {cell} | {ratio} | {acc} | {acc_ratio} |")
         lines += ["", f"![FD vs λ, {s}](figures/{fig.name})", ""]
     calls = defaultdict(set)
-    for r in lam_rows:
-        if str(r.get("tuning_reference", "")).startswith("FD vs"):
-            calls[r["nfe"]].add(r["tuning_calls"] // r["nfe"])
+    for r in filter(tuned_by_fd, lam_rows):
+        calls[r["nfe"]].add(r["tuning_calls"] // r["nfe"])
     if calls:
-        lines += ["Cost of lam=auto by FD: runs of the sampler on the probe of 2000 (each NFE calls), by NFE: " + ", ".join(
+        lines += ["Cost of lam=auto by FD: runs of the sampler on the probe of 2000 (each NFE calls), by NFE: "
+                  + ", ".join(
             f"{k}: {min(c)}–{max(c)}" for k, c in sorted(calls.items())) + ", i.e. {:.1f}–{:.1f} times the "
             "network work of one 10k-sample run at that NFE. The csps-d grid is coarse only (steps of 1 or 2): "
             "its ratios below 1 say the grid missed the optimum, not that auto beat a fine grid.".format(
@@ -199,7 +203,7 @@ def final_section(rows: list[dict], refs: dict) -> list[str]:
     for r in rows:
         em = refs.get((r["model"], "em"))
         lines.append(f"| {r['model']} | {r['sampler']} | {r['nfe']} | {r['fd']:.3f} | {r['kid']:.3g} ± "
-                     f"{r['kid_std']:.2g} | {em['fd']:.3f} |" if em else "—")
+                     f"{r['kid_std']:.2g} | {em['fd'] if em else float('nan'):.3f} |")
     return lines + ["", "FD is biased upwards at fewer samples; the 10k rows above and these are not comparable to "
                     "the third digit.", ""]
 
@@ -255,7 +259,8 @@ def main() -> None:
             lines += ["", "The first NFE at which a sampler's FD comes within 5 % of (or below) a 1000-step "
                           f"reference: the reverse SDE's (em, {sde:.3f}; the best) and the probability-flow ODE's "
                           f"(euler, {ode:.3f}; on PSLD far from converged: the data-prediction samplers reach about "
-                          "1.0 deterministically); '>200': not within NFE 200.", "", "| sampler | within 5 % of em 1000 | within 5 % of euler 1000 |",
+                          "1.0 deterministically); '>200': not within NFE 200.", "",
+                      "| sampler | within 5 % of em 1000 | within 5 % of euler 1000 |",
                       "|---|---|---|"]
             first = lambda s, ref: next((str(k) for k in NFES if (s, k) in table  # noqa: E731
                                          and table[(s, k)][0] <= 1.05 * ref), ">200")
@@ -266,25 +271,27 @@ def main() -> None:
         fig = plot_fd_vs_nfe([r for r in R[key] if "fd" in r], figs / f"bench_fd_nfe_{key}.png", title=model)
         lines += ["", f"![FD vs NFE, {model}](figures/{fig.name})", ""]
         if key == "psld":
-            tuned = {(r["sampler"], r["nfe"]): r["fd"] for r in R["lam"] if r.get("model") == model and "fd" in r
-                     and r.get("lam") == "auto" and r["seed"] == 0 and str(r.get("tuning_reference")).startswith("FD")}
+            tuned = {(r["sampler"], r["nfe"]): r["fd"] for r in R["lam"]
+                     if r.get("model") == model and "fd" in r and r["seed"] == 0 and tuned_by_fd(r)}
             lines += ["### The paper's orderings (its Table 2) on this model", "",
                       "The paper tunes λ; the last column takes lam=auto (by FD, seed 0) where the sampler has a λ "
                       "and it was measured, the default λ elsewhere.", "",
-                      "| claim | NFE | ours (default λ) | holds | with lam=auto | holds |", "|---|---|---|---|---|---|"]
+                      "| claim | NFE | ours (default λ) | holds | with lam=auto | holds |",
+                      "|---|---|---|---|---|---|"]
             for better, worse, k in PAPER_ORDER:
                 a, b = table.get((better, k)), table.get((worse, k))
                 if a is None or b is None:
                     lines.append(f"| {better} < {worse} | {k} | not measured | — | — | — |")
                     continue
                 noise = max(a[1] or 0, b[1] or 0)
-                verdict = lambda x, y: "yes" if x < y - noise else ("no" if x > y + noise else "within noise")  # noqa: E731
+                verdict = lambda x, y: (  # noqa: E731
+                    "yes" if x < y - noise else ("no" if x > y + noise else "within noise"))
                 ta, tb = tuned.get((better, k), a[0]), tuned.get((worse, k), b[0])
                 lines.append(f"| {better} < {worse} | {k} | {a[0]:.2f} vs {b[0]:.2f} | {verdict(a[0], b[0])} | "
                              f"{ta:.2f} vs {tb:.2f} | {verdict(ta, tb)} |")
             lines.append("")
 
-    lines += lam_section(R["lam"], every_lam, R, figs)
+    lines += lam_section(R, every_lam, figs)
     lines += final_section(R["final"], refs)
     lines += tune_section(R["tune"], R["psld"])
     lines += speed_section(R["speed"])

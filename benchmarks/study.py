@@ -218,8 +218,7 @@ def main() -> None:
     ref = reference_stats(features, kind, ref_name, ref_dir=args.data_dir)
     ref_features = features.image_features(reference_images(ref_name, args.data_dir))  # for the KID
     # lam=auto picks λ by the FD of 2000 samples to the train split; every FD reported is to the test split
-    objective = FDObjective(features, reference_stats(features, kind, "fmnist-train", ref_dir=args.data_dir),
-                            f"{kind}/fmnist-train", batch_size=args.batch_size)
+    objective = FDObjective.held_out(features, kind, "fmnist-train", ref_dir=args.data_dir, batch_size=args.batch_size)
     graph = dev == "cuda" and not args.no_graph
     net = args.network if args.network != "auto" else fastest_network(args.out / "network.jsonl")
     if dev != "cuda":

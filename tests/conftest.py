@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from cosi.oracle import GaussianMixture
-from cosi.processes import f64
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +30,20 @@ def mmd_and_floor(process, sampler, nfe, **options):
     z_T = gmm.sample_state(process, process.T, 400, g)
     x = cosi.sample(gmm.eps_model(process), process, sampler, nfe, z_T=z_T, generator=g, **options).x
     return distribution_metrics(gmm, x, process=process, t=process.t_min)
+
+
+class FlatFeatures:
+    """The flattened (quantized) data as features, with the interface of
+    cosi.metrics.ClassifierFeatures (for data of 16 values per sample)."""
+
+    dim = 16
+
+    def stats(self, batches):
+        from cosi.metrics import feature_stats
+
+        return feature_stats(lambda x: x.flatten(1), batches, self.dim)
+
+    def collect(self, batches):
+        from cosi.metrics import quantize
+
+        return torch.cat([quantize(x).flatten(1) for x in batches])

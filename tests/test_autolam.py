@@ -6,6 +6,8 @@ import torch
 import cosi
 from cosi.evaluate import oracle_setup
 
+from conftest import FlatFeatures
+
 FINE = [x / 2 for x in range(-16, 17)]  # -8 .. 8 in steps of 0.5
 
 
@@ -65,13 +67,13 @@ def test_auto_lambda_by_fd_lands_near_the_fd_optimum_of_a_fine_grid():
     of FDs measured on 2000 other draws, on a 16-dim VP mixture with an ε off by 10 %, where the
     λ of the best samples is not the accurate one."""
     from cosi.autolam import FDObjective, choose_lambda
-    from cosi.metrics import fd, feature_stats
+    from cosi.metrics import fd
     from cosi.oracle import GaussianMixture
 
     p = cosi.make_process("vp")
     gmm = GaussianMixture.random(d=16, seed=0)
     eps = lambda z, t: 1.1 * gmm.eps_model(p)(z, t)  # noqa: E731
-    stats = lambda x: feature_stats(lambda v: v, [x], 16)  # noqa: E731
+    stats = lambda x: FlatFeatures().stats([x])  # noqa: E731
     tune_ref = stats(gmm.sample(4000, torch.Generator().manual_seed(1)).float())
     judge_ref = stats(gmm.sample(4000, torch.Generator().manual_seed(2)).float())
     z_T = torch.randn(2000, 16, generator=torch.Generator().manual_seed(3))
@@ -79,7 +81,7 @@ def test_auto_lambda_by_fd_lands_near_the_fd_optimum_of_a_fine_grid():
     def judged(lam):
         return fd(stats(cosi.sample(eps, p, "lambda-ddim-1", 8, z_T=z_T, lam=lam).x), judge_ref)
 
-    objective = FDObjective(SimpleFeatures(), tune_ref, "mixture", probe=1000, batch_size=500)
+    objective = FDObjective(FlatFeatures(), tune_ref, "mixture", probe=1000, batch_size=500)
     t = choose_lambda(eps, p, "lambda-ddim-1", 8, (16,), objective=objective)
     assert t["reference"] == "FD vs mixture (1000 samples)" and t["probe"] == 1000
     grid = {lam: judged(lam) for lam in [x / 4 for x in range(-8, 9)]}
@@ -89,11 +91,3 @@ def test_auto_lambda_by_fd_lands_near_the_fd_optimum_of_a_fine_grid():
     accurate = choose_lambda(eps, p, "lambda-ddim-1", 8, (16,))["lam"]  # the accuracy proxy misses it here
     assert judged(accurate) > 2 * judged(t["lam"]), (accurate, judged(accurate), t["lam"], judged(t["lam"]))
 
-
-class SimpleFeatures:
-    """The identity feature map with the interface of cosi.metrics.ClassifierFeatures."""
-
-    def stats(self, chunks):
-        from cosi.metrics import feature_stats
-
-        return feature_stats(lambda v: v, chunks, 16)

@@ -5,7 +5,7 @@ import torch
 
 import cosi
 from cosi.integrators import SAMPLERS, build_plan
-from cosi.integrators.plan import Eval, Lin
+from cosi.integrators.plan import Lin
 from cosi.oracle import GaussianMixture, convergence_order
 
 from conftest import mmd_and_floor, oracle_case

@@ -7,20 +7,11 @@ from typer.testing import CliRunner
 
 import cosi
 from cosi.cli import app
-from cosi.metrics import feature_stats, quantize
 from cosi.oracle import GaussianMixture
 from cosi.autolam import SEARCH
 from cosi.sweep import make_cells, read_rows, run_sweep
 
-
-class FlatFeatures:
-    dim = 16
-
-    def stats(self, batches):
-        return feature_stats(lambda x: x.flatten(1), batches, self.dim)
-
-    def collect(self, batches):
-        return torch.cat([quantize(x).flatten(1) for x in batches])
+from conftest import FlatFeatures
 
 
 def image_model():

@@ -36,6 +36,7 @@ worth, about 3 runs of 10k samples at the same NFE: worth it for a long run, or 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,16 @@ class FDObjective:
         from .metrics import fd
 
         return fd(self.features.stats(chunks), self.ref_stats)
+
+    @classmethod
+    def held_out(cls, features, kind: str, ref: str, **kw) -> "FDObjective":
+        """Against the statistics of a reference as :func:`cosi.evaluate.reference_stats` names it
+        (e.g. 'fmnist-train' when results are judged against 'fmnist'); ``kw``: its ``ref_dir``,
+        ``cache``, ``channels``, and this class's ``probe`` and ``batch_size``."""
+        from .evaluate import reference_stats
+
+        own = {k: kw.pop(k) for k in ("probe", "batch_size") if k in kw}
+        return cls(features, reference_stats(features, kind, ref, **kw), f"{kind}/{ref}", **own)
 
 
 def reference(process, nfe: int) -> tuple[str, int]:
@@ -143,14 +154,12 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
         run = lambda z: sample(eps_model, process, sampler, nfe, z_T=z, grid=grid, denoise=denoise,  # noqa: E731
                                lam=lam, **options).x
         if objective is None:
-            x = run(z_T)
-            err = ((x - x_ref) ** 2).flatten(1).mean(1).sqrt().median()
+            err = float(((run(z_T) - x_ref) ** 2).flatten(1).mean(1).sqrt().median())
         else:
             xs = [run(z) for z in z_T.split(objective.batch_size)]
-            finite = all(bool(torch.isfinite(x).all()) for x in xs)  # a diverged run scores inf
-            err = torch.tensor(objective(xs) if finite else float("inf"))
+            err = objective(xs) if all(bool(torch.isfinite(x).all()) for x in xs) else math.inf
         calls += nfe
-        proxy[lam] = float(err) if torch.isfinite(err) else float("inf")
+        proxy[lam] = err if math.isfinite(err) else math.inf  # a diverged run scores inf
         return proxy[lam]
 
     lams = list(COARSE)

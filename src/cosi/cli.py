@@ -314,9 +314,8 @@ def sweep(
         if lam_ref is not None:
             from .autolam import FDObjective
 
-            lam_stats = reference_stats(features, kind, lam_ref, ref_dir=ref_dir, cache=cache,
-                                        channels=m.data_shape[0])
-            objective = FDObjective(features, lam_stats, f"{kind}/{lam_ref}", probe=lam_probe, batch_size=batch_size)
+            objective = FDObjective.held_out(features, kind, lam_ref, ref_dir=ref_dir, cache=cache,
+                                             channels=m.data_shape[0], probe=lam_probe, batch_size=batch_size)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
         _fail(str(e))
     extra = {"features": kind, "device": str(m.device), "dtype": str(m.dtype).removeprefix("torch."),

@@ -10,7 +10,7 @@ import torch
 from .api import sample
 from .integrators import get_sampler
 from .oracle import GaussianMixture, distribution_metrics, endpoint_error, reference_solution
-from .processes import LinearProcess, f64, make_process
+from .processes import LinearProcess, make_process
 
 
 @lru_cache(maxsize=16)

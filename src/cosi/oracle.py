@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .processes import LinearProcess, f64, sqrtm_psd
+from .processes import LinearProcess, f64
 
 
 @dataclass

@@ -43,7 +43,7 @@ checked against the official config in ``tests/test_ncsnpp.py``.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 

@@ -5,7 +5,7 @@
 DIR holds fmnist-{psld,vp,classifier}.{safetensors,json} (default: the shipped ones). FD is
 taken in the classifier's 256-d penultimate features, n samples (default 10k) against the
 10k test images; the data's own floor is the FD of 10k random training images against the
-same test set (two disjoint draws). The cells run through `cosi.sweep.run_sweep`: one JSON
+same test set (two disjoint draws). The cells run through `cosi.evaluation.sweep.run_sweep`: one JSON
 line each, cells already in --out are skipped, --minutes stops starting new cells after that
 wall time. With --samples DIR the first 64 samples of each cell go to DIR/<cell>.npz.
 """
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from cosi.data import load_fashion_mnist
-from cosi.generate import sample_range
-from cosi.metrics import ClassifierFeatures, fd
+from cosi.evaluation.generate import sample_range
+from cosi.evaluation.metrics import ClassifierFeatures, fd
 from cosi.models.checkpoint import WEIGHTS_DIR, load
-from cosi.sweep import make_cells, run_sweep
+from cosi.evaluation.sweep import make_cells, run_sweep
 
 REFERENCE = {m: make_cells(["euler", "em"], [1000]) for m in ("fmnist-psld", "fmnist-vp")}
 EXTRA = {"fmnist-psld": make_cells(["csps-d", "csps-s", "euler", "em", "sscs"], [20, 50, 100]),

@@ -17,7 +17,7 @@ import torch
 
 import cosi
 from cosi.models.checkpoint import load
-from cosi.viz import save_image_grid
+from cosi.evaluation.viz import save_image_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 FIG = ROOT / "docs" / "figures"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from cosi.evaluate import oracle_benchmark
-from cosi.integrators import SAMPLERS, build_plan
+from cosi.evaluation.evaluate import oracle_benchmark
+from cosi.core.integrators import SAMPLERS, build_plan
 
 RESULTS = Path(__file__).parent / "results"
 LAMS = (-3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)

@@ -14,9 +14,9 @@ import torch
 from scipy.integrate import solve_ivp
 
 import cosi
-from cosi.grids import time_grid
-from cosi.integrators import _CACHE, build_plan
-from cosi.integrators.coefficients import score_coef
+from cosi.core.grids import time_grid
+from cosi.core.integrators import _CACHE, build_plan
+from cosi.core.integrators.coefficients import score_coef
 
 
 def ode_solve_one_step(process, B, t: float, s: float, t_ref: float):

@@ -15,9 +15,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from cosi.integrators import SAMPLERS
-from cosi.sweep import latest_rows, read_rows
-from cosi.viz import plot_fd_vs_lam, plot_fd_vs_nfe
+from cosi.core.integrators import SAMPLERS
+from cosi.evaluation.sweep import latest_rows, read_rows
+from cosi.evaluation.viz import plot_fd_vs_lam, plot_fd_vs_nfe
 
 ROOT = Path(__file__).resolve().parents[1]
 NFES = [10, 20, 50, 100, 200]
@@ -118,7 +118,7 @@ def tune_section(rows: list[dict], psld: list[dict]) -> list[str]:
 
 
 def tuned_by_fd(r: dict) -> bool:
-    """A lam=auto row whose λ was chosen by the FD objective (cosi.autolam.FDObjective)."""
+    """A lam=auto row whose λ was chosen by the FD objective (cosi.evaluation.autolam.FDObjective)."""
     return r.get("lam") == "auto" and str(r.get("tuning_reference", "")).startswith("FD vs")
 
 

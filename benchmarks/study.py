@@ -39,11 +39,11 @@ from pathlib import Path
 
 import torch
 
-from cosi.autolam import FDObjective
-from cosi.evaluate import feature_space, reference_images, reference_stats
-from cosi.integrators import SAMPLERS
+from cosi.evaluation.autolam import FDObjective
+from cosi.evaluation.evaluate import feature_space, reference_images, reference_stats
+from cosi.core.integrators import SAMPLERS
 from cosi.models.checkpoint import load
-from cosi.sweep import make_cells, run_sweep
+from cosi.evaluation.sweep import make_cells, run_sweep
 
 NFES = [10, 20, 50, 100, 200]
 STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds", "final"]
@@ -113,8 +113,8 @@ def speed_plan() -> list[tuple]:
 
 def speed(out: Path, minutes_left: float, device: str, dtype) -> None:
     """`cosi bench speed` in process, mode by mode; one JSON line per (model, mode, sampler, NFE, batch)."""
-    from cosi.benchmark import speed as time_sampler
-    from cosi.integrators.plan import release_graphs
+    from cosi.evaluation.benchmark import speed as time_sampler
+    from cosi.core.integrators.plan import release_graphs
 
     key = lambda r: (r["model"], r["mode"], r["sampler"], r["nfe"], r["batch_size"])  # noqa: E731
     done = {key(r) for r in map(json.loads, out.read_text().splitlines())} if out.is_file() else set()
@@ -157,8 +157,8 @@ def prepared(name: str, device: str, dtype, network: str):
 
 def network(out: Path, device: str, dtype, batch: int, calls: int = 20) -> None:
     """Bare-call throughput of the PSLD U-Net (one CUDA graph of ``calls`` calls, median of 3)."""
-    from cosi.benchmark import bare_calls, timer
-    from cosi.sweep import read_rows
+    from cosi.evaluation.benchmark import bare_calls, timer
+    from cosi.evaluation.sweep import read_rows
 
     clock = timer(torch.device(device))
     done = {r["network"] for r in read_rows(out)}
@@ -180,7 +180,7 @@ def network(out: Path, device: str, dtype, batch: int, calls: int = 20) -> None:
 
 
 def fastest_network(out: Path) -> str:
-    from cosi.sweep import read_rows
+    from cosi.evaluation.sweep import read_rows
 
     rows = read_rows(out)
     return max(rows, key=lambda r: r["evals_per_s"])["network"] if rows else "nchw"

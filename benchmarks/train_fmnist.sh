@@ -45,13 +45,13 @@ COMMON=(--data fmnist --data-dir "$DATA" --steps "$STEPS" --batch-size 256 --lr 
         --attn 7 --num-res-blocks 2 --dropout 0.1 --no-flip --seed 0 --save-every 5000 --log-every 500
         --max-minutes "$MIN" "$COMPILE" "$DET" --no-progress --steps-file "$RUN/steps")
 
-"$PY" -m cosi.train --process psld --out "$RUN/psld" --export "$RUN/weights/fmnist-psld" "${COMMON[@]}" \
+"$PY" -m cosi train --process psld --out "$RUN/psld" --export "$RUN/weights/fmnist-psld" "${COMMON[@]}" \
     > "$RUN/psld.out" 2>&1 &
 PSLD=$!
-"$PY" -m cosi.train --process vp --out "$RUN/vp" --export "$RUN/weights/fmnist-vp" "${COMMON[@]}" \
+"$PY" -m cosi train --process vp --out "$RUN/vp" --export "$RUN/weights/fmnist-vp" "${COMMON[@]}" \
     > "$RUN/vp.out" 2>&1 &
 VP=$!
-"$PY" -m cosi.models.classifier --data-dir "$DATA" --out "$RUN/classifier" --epochs "${CLS_EPOCHS:-20}" --max-minutes "$MIN" \
+"$PY" -m cosi train-classifier --data-dir "$DATA" --out "$RUN/classifier" --epochs "${CLS_EPOCHS:-20}" --max-minutes "$MIN" \
     --export "$RUN/weights/fmnist-classifier" --no-progress > "$RUN/classifier.out" 2>&1
 CLS=$?
 wait $PSLD; PSLD_RC=$?

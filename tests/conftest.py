@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cosi.oracle import GaussianMixture
+from cosi.evaluation.oracle import GaussianMixture
 
 
 @pytest.fixture(autouse=True)
@@ -11,7 +11,7 @@ def _threads():
 
 def oracle_case(process, d=8, n=16, seed=0, components=4):
     """A small mixture, n exact states at T and their reference ODE endpoints."""
-    from cosi.oracle import reference_solution
+    from cosi.evaluation.oracle import reference_solution
 
     gmm = GaussianMixture.random(d=d, components=components, seed=seed, std_range=(0.1, 0.3))
     g = torch.Generator().manual_seed(seed)
@@ -23,7 +23,7 @@ def mmd_and_floor(process, sampler, nfe, **options):
     """A stochastic sampler's MMD to exact samples of x at t_min (400 samples of a small mixture,
     fixed seeds) with the metrics' floor: distribution_metrics' dict."""
     import cosi
-    from cosi.oracle import distribution_metrics
+    from cosi.evaluation.oracle import distribution_metrics
 
     gmm = GaussianMixture.random(d=8, components=4, seed=1, std_range=(0.1, 0.3))
     g = torch.Generator().manual_seed(3)
@@ -34,16 +34,16 @@ def mmd_and_floor(process, sampler, nfe, **options):
 
 class FlatFeatures:
     """The flattened (quantized) data as features, with the interface of
-    cosi.metrics.ClassifierFeatures (for data of 16 values per sample)."""
+    cosi.evaluation.metrics.ClassifierFeatures (for data of 16 values per sample)."""
 
     dim = 16
 
     def stats(self, batches):
-        from cosi.metrics import feature_stats
+        from cosi.evaluation.metrics import feature_stats
 
         return feature_stats(lambda x: x.flatten(1), batches, self.dim)
 
     def collect(self, batches):
-        from cosi.metrics import quantize
+        from cosi.evaluation.metrics import quantize
 
         return torch.cat([quantize(x).flatten(1) for x in batches])

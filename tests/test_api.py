@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import cosi
-from cosi.integrators.plan import ModelError
-from cosi.oracle import GaussianMixture
+from cosi.core.integrators.plan import ModelError
+from cosi.evaluation.oracle import GaussianMixture
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_model_returning_nan_names_the_call_and_t(psld_oracle):
         out = eps(z, t)
         return out * math.nan if calls["n"] == 4 else out
 
-    ts = cosi.grids.time_grid(p, 10, "quadratic")
+    ts = cosi.core.grids.time_grid(p, 10, "quadratic")
     with pytest.raises(ModelError, match=rf"non-finite values at network call 4 of 10 \(t={float(ts[3]):.6g}\)"):
         cosi.sample(bad, p, "euler", 10, shape=(2, 6))
 

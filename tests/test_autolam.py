@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import cosi
-from cosi.evaluate import oracle_setup
+from cosi.evaluation.evaluate import oracle_setup
 
 from conftest import FlatFeatures
 
@@ -43,7 +43,7 @@ def test_auto_lambda_is_cached_and_refused_for_samplers_without_lam():
 
 
 def test_auto_lambda_cache_knows_a_model_by_its_instance_not_its_bound_method():
-    from cosi.autolam import choose_lambda
+    from cosi.evaluation.autolam import choose_lambda
 
     p = cosi.make_process("vp")
     gmm, _, _ = oracle_setup(p, d=32, n=64)
@@ -66,9 +66,9 @@ def test_auto_lambda_by_fd_lands_near_the_fd_optimum_of_a_fine_grid():
     """The FD objective (probe of 1000 draws, held-out reference statistics) against a fine grid
     of FDs measured on 2000 other draws, on a 16-dim VP mixture with an ε off by 10 %, where the
     λ of the best samples is not the accurate one."""
-    from cosi.autolam import FDObjective, choose_lambda
-    from cosi.metrics import fd
-    from cosi.oracle import GaussianMixture
+    from cosi.evaluation.autolam import FDObjective, choose_lambda
+    from cosi.evaluation.metrics import fd
+    from cosi.evaluation.oracle import GaussianMixture
 
     p = cosi.make_process("vp")
     gmm = GaussianMixture.random(d=16, seed=0)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import cosi
-from cosi.baselines import discrete_schedule, make_scheduler
-from cosi.evaluate import oracle_setup
+from cosi.evaluation.peers import discrete_schedule, make_scheduler
+from cosi.evaluation.evaluate import oracle_setup
 
 pytest.importorskip("diffusers")
 

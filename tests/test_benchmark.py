@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cosi.cli import app
+from cosi.cli.app import app
 
 
 def test_bench_speed_reports_the_ratio_to_bare_network_calls():

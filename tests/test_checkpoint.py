@@ -9,7 +9,7 @@ from cosi.models import checkpoint as ck
 from cosi.models.checkpoint import CheckpointError, DiffusionModel, load, save_model
 from cosi.models.classifier import Classifier, ClassifierConfig
 from cosi.models.unet import UNet, UNetConfig
-from cosi.processes import make_process
+from cosi.core.processes import make_process
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cosi.cli import app
+from cosi.cli.app import app
 
 runner = CliRunner()
 

@@ -6,11 +6,11 @@ import scipy.integrate as si
 import torch
 
 import cosi
-from cosi.grids import time_grid
-from cosi.integrators import classic, conjugate
-from cosi.integrators.coefficients import conjugate_A, integrate, phi_increments, score_coef
-from cosi.oracle import convergence_order, endpoint_error
-from cosi.processes import cld, f64, psld, vp
+from cosi.core.grids import time_grid
+from cosi.core.integrators import classic, conjugate
+from cosi.core.integrators.coefficients import conjugate_A, integrate, phi_increments, score_coef
+from cosi.evaluation.oracle import convergence_order, endpoint_error
+from cosi.core.processes import cld, f64, psld, vp
 
 from conftest import oracle_case
 

@@ -18,17 +18,17 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 import cosi  # noqa: E402
-from cosi.grids import time_grid  # noqa: E402
-from cosi.integrators import classic, conjugate  # noqa: E402
+from cosi.core.grids import time_grid  # noqa: E402
+from cosi.core.integrators import classic, conjugate  # noqa: E402
 from cosi.models.diffusers_adapter import (  # noqa: E402
     DiffusersEpsModel, TabulatedVP, alphas_cumprod_from_config, conjugate_steps, eps_model_from_pipeline,
     match_ddim, timestep_to_time, vp_from_scheduler_config,
 )
-from cosi.processes import f64, vp  # noqa: E402
+from cosi.core.processes import f64, vp  # noqa: E402
 
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DConditionModel, UNet2DModel  # noqa: E402
 
-from cosi.diffusers_scheduler import CosiConjugateScheduler  # noqa: E402
+from cosi.models.diffusers_scheduler import CosiConjugateScheduler  # noqa: E402
 
 SCHEDULES = {
     "linear": {},
@@ -280,7 +280,7 @@ def test_pipeline_with_our_scheduler_saves_and_loads(unet, tmp_path):
     pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler())
     pipe.scheduler = CosiConjugateScheduler.from_config(pipe.scheduler.config, lam=0.3)
     pipe.save_pretrained(tmp_path)
-    # model_index.json names ('cosi.diffusers_scheduler', 'CosiConjugateScheduler'); diffusers
+    # model_index.json names ('cosi.models.diffusers_scheduler', 'CosiConjugateScheduler'); diffusers
     # loads it once that module is imported (it is, above)
     again = DDPMPipeline.from_pretrained(tmp_path)
     assert isinstance(again.scheduler, CosiConjugateScheduler) and again.scheduler.config.lam == 0.3

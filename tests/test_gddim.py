@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import cosi
-from cosi.grids import time_grid
-from cosi.integrators import classic
-from cosi.integrators.gddim import gddim, whitened_flow
-from cosi.oracle import GaussianMixture, convergence_order
-from cosi.processes import f64
+from cosi.core.grids import time_grid
+from cosi.core.integrators import classic
+from cosi.core.integrators.gddim import gddim, whitened_flow
+from cosi.evaluation.oracle import GaussianMixture, convergence_order
+from cosi.core.processes import f64
 
 from conftest import mmd_and_floor, oracle_case
 
@@ -51,7 +51,7 @@ def test_gddim_is_exact_for_point_mass_data(pname, eta):
     mean_err, cov_err = propagate(*gddim(p, ts, eta))
     assert mean_err < 1e-10 and cov_err < 1e-10
     if pname != "vp" and eta == 0:
-        from cosi.integrators.conjugate import conjugate
+        from cosi.core.integrators.conjugate import conjugate
 
         assert max(propagate(*conjugate(p, ts, B=0.0))) > 1e-3
 

@@ -9,11 +9,11 @@ import torch
 from typer.testing import CliRunner
 
 import cosi
-from cosi.cli import app
+from cosi.cli.app import app
 from cosi.data import FMNIST_DEFAULT, load_image_folder
-from cosi.generate import batches, generate_folder
-from cosi.noise import counter_normal, sample_keys
-from cosi.oracle import GaussianMixture
+from cosi.evaluation.generate import batches, generate_folder
+from cosi.core.noise import counter_normal, sample_keys
+from cosi.evaluation.oracle import GaussianMixture
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_sample_command_runs_an_official_checkpoint(tmp_path):
 
 def test_inception_fid_needs_a_local_weights_file_and_says_which(tmp_path):
     pytest.importorskip("torch_fidelity")
-    from cosi.metrics import INCEPTION_FILE, InceptionFeatures
+    from cosi.evaluation.metrics import INCEPTION_FILE, InceptionFeatures
 
     with pytest.raises(FileNotFoundError, match=INCEPTION_FILE):
         InceptionFeatures(tmp_path / "missing.pth")
@@ -123,7 +123,7 @@ def test_inception_fid_needs_a_local_weights_file_and_says_which(tmp_path):
 
 def test_inception_features_from_a_weights_file(tmp_path, monkeypatch):
     tf = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
-    from cosi.metrics import InceptionFeatures, fd
+    from cosi.evaluation.metrics import InceptionFeatures, fd
 
     # a randomly initialized extractor stands in for the real weights, which cannot be downloaded here
     monkeypatch.setattr(tf, "load_state_dict_from_url", lambda *a, **k: None)

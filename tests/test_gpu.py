@@ -4,12 +4,12 @@ machine; skipped elsewhere. The CPU tests check the same functions uncompiled an
 import pytest
 import torch
 
-from cosi.api import sample
-from cosi.generate import prior, sample_range
-from cosi.integrators import get_sampler
-from cosi.integrators.plan import _fused_updates, lin_update, release_graphs
+from cosi.core.sampling import sample
+from cosi.evaluation.generate import sample_range
+from cosi.core.integrators import get_sampler
+from cosi.core.integrators.plan import _fused_updates, lin_update, release_graphs
 from cosi.models.checkpoint import load
-from cosi.noise import CounterNoise, counter_normal, sample_keys
+from cosi.core.noise import CounterNoise, counter_normal, sample_keys
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -43,7 +43,7 @@ def test_graph_sampling_equals_eager_sampling(model, sampler, nfe):
     release_graphs()
     for start in (0, 16, 40):  # the first batch runs the warm-up, the later ones replay the graph
         keys = sample_keys(0, torch.arange(start, start + 16, device="cuda"))
-        z_T = prior(model.process, model.data_shape, keys, dtype=torch.float64)
+        z_T = model.process.prior_sample(model.process.state_shape((len(keys), *model.data_shape)), dtype=torch.float64, keys=keys)
         eager, graphed = (sample(model.eps_model, model.process, sampler, nfe, z_T=z_T,
                                  noise=CounterNoise(keys, fused=True), graph=g).x for g in (False, True))
         # a replay with stale inputs or a wrong update differs by O(1) nearly everywhere

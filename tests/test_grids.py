@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from cosi.grids import log_snr, time_grid
-from cosi.processes import cld, psld, vp
+from cosi.core.grids import log_snr, time_grid
+from cosi.core.processes import cld, psld, vp
 
 
 @pytest.mark.parametrize("make", [vp, cld, psld])

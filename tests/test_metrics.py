@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from cosi.data import FMNIST_DEFAULT
-from cosi.metrics import ClassifierFeatures, fd, feature_stats, frechet_distance, quantize
-from cosi.stats import FeatureStats
+from cosi.evaluation.metrics import ClassifierFeatures, fd, feature_stats, frechet_distance, quantize
+from cosi.evaluation.stats import FeatureStats
 
 
 def test_fd_of_a_set_with_itself_is_zero():
@@ -59,7 +59,7 @@ def test_shipped_classifier_is_accurate_and_its_features_separate_data_from_nois
 
 
 def test_kid_is_centred_on_zero_for_one_distribution_and_sees_a_shift():
-    from cosi.metrics import kid
+    from cosi.evaluation.metrics import kid
 
     g = torch.Generator().manual_seed(2)
     a, b = torch.randn(2000, 8, generator=g), torch.randn(2000, 8, generator=g)

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import cosi
-from cosi.integrators.plan import lin_update
-from cosi.noise import mix32
-from cosi.oracle import GaussianMixture
-from cosi.processes import apply_blocks
+from cosi.core.integrators.plan import lin_update
+from cosi.core.noise import mix32
+from cosi.evaluation.oracle import GaussianMixture
+from cosi.core.processes import apply_blocks
 
 
 @pytest.mark.parametrize("k,shape", [(1, (5, 3, 4, 4)), (2, (5, 6, 4, 4)), (2, (5, 2 * 7))])

@@ -6,7 +6,7 @@ import scipy.integrate as si
 import scipy.linalg as sl
 import torch
 
-from cosi.processes import cld, make_process, psld, vp, f64
+from cosi.core.processes import cld, make_process, psld, vp, f64
 
 
 @pytest.mark.parametrize("make", [vp, cld, psld])

@@ -6,7 +6,7 @@ import torch
 import cosi
 from cosi.data import to_unit_range
 from cosi.models.checkpoint import CheckpointError, load, shipped_names
-from cosi.train import MarginalTable, hsm_loss
+from cosi.training.train import MarginalTable, hsm_loss
 
 
 def test_the_three_models_are_shipped():

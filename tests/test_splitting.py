@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import cosi
-from cosi.integrators import SAMPLERS, build_plan
-from cosi.integrators.plan import Lin
-from cosi.oracle import GaussianMixture, convergence_order
+from cosi.core.integrators import SAMPLERS, build_plan
+from cosi.core.integrators.plan import Lin
+from cosi.evaluation.oracle import GaussianMixture, convergence_order
 
 from conftest import mmd_and_floor, oracle_case
 
@@ -69,7 +69,7 @@ def test_stochastic_presets_reach_the_mmd_floor(pname, name, opts):
 def test_eta_x_scales_the_position_noise_alone():
     """eta_x = eta is the default plan; eta_x = 0 leaves the position's noise out of O and halves
     the position's score term relative to eta_x = 1, and changes nothing in B."""
-    from cosi.integrators import build_plan
+    from cosi.core.integrators import build_plan
 
     p = cosi.make_process("psld")
     same = [build_plan("csps-s", p, 20, eta=1.0, **o) for o in ({}, {"eta_x": 1.0})]

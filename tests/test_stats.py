@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from cosi.stats import FeatureStats
+from cosi.evaluation.stats import FeatureStats
 
 
 def test_streaming_stats_equal_numpy_and_merge_in_any_order(tmp_path):

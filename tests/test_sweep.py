@@ -6,10 +6,10 @@ import torch
 from typer.testing import CliRunner
 
 import cosi
-from cosi.cli import app
-from cosi.oracle import GaussianMixture
-from cosi.autolam import SEARCH
-from cosi.sweep import make_cells, read_rows, run_sweep
+from cosi.cli.app import app
+from cosi.evaluation.oracle import GaussianMixture
+from cosi.evaluation.autolam import SEARCH
+from cosi.evaluation.sweep import make_cells, read_rows, run_sweep
 
 from conftest import FlatFeatures
 
@@ -50,7 +50,7 @@ def test_sweep_skips_finished_cells_and_redoes_only_the_missing_one(tmp_path):
 
 def test_a_cell_measured_under_changed_defaults_is_measured_again(tmp_path):
     """A row stands while every default it recorded is unchanged; a new option does not void it."""
-    from cosi.sweep import same_defaults
+    from cosi.evaluation.sweep import same_defaults
 
     assert same_defaults({"grid": "quadratic", "eta": 1.0}, {"grid": "quadratic", "eta": 1.0, "o_part": "friction"})
     assert not same_defaults({"grid": "quadratic", "eta": 1.0}, {"grid": "quadratic", "eta": 0.5})

@@ -7,8 +7,8 @@ import torch
 
 from cosi.data import synthetic_images
 from cosi.models.checkpoint import CheckpointError, load, load_tensors
-from cosi.processes import f64, make_process
-from cosi.train import MarginalTable, TrainConfig, hsm_loss, read_log, train
+from cosi.core.processes import f64, make_process
+from cosi.training.train import MarginalTable, TrainConfig, hsm_loss, read_log, train
 
 
 @pytest.fixture(autouse=True)
@@ -153,7 +153,7 @@ def test_train_command_runs_through_typer(tmp_path, restore_determinism):
     import typer
     from typer.testing import CliRunner
 
-    from cosi.train import train_command
+    from cosi.cli.train import train_command
 
     app = typer.Typer()
     app.command()(train_command)
@@ -171,7 +171,8 @@ def test_train_command_runs_through_typer(tmp_path, restore_determinism):
 
 
 def test_classifier_learns_synthetic_classes_and_resumes_per_epoch(tmp_path):
-    from cosi.models.classifier import ClassifierConfig, train_classifier
+    from cosi.models.classifier import ClassifierConfig
+    from cosi.training.classifier import train_classifier
 
     cfg = ClassifierConfig(image_size=8, widths=(8, 8, 8), feature_dim=16, num_classes=4, dropout=0.0)
     train_d, test_d = synthetic_images(512, 1, 8, seed=0), synthetic_images(256, 1, 8, seed=1)

@@ -4,10 +4,16 @@
     >>> cosi.samplers                     # name -> one-line description
     >>> res = cosi.sample(eps_model, "psld", "csps-d", nfe=50, shape=(16, 3, 32, 32))
     >>> res.x, res.z, res.nfe
+    >>> model = cosi.load_model("fmnist-psld")
+
+The package is layered (docs/architecture.md): ``cosi.core`` (processes, grids, noise, integrators,
+sampling) imports nothing above it; ``cosi.models``, ``cosi.evaluation``, ``cosi.training`` and
+``cosi.cli`` sit on top in that order, and ``cosi.api`` is the facade this package exports.
 """
 
-from .api import SampleResult, sample, samplers
-from .processes import LinearProcess, cld, make_process, psld, vp
+from .api import SampleResult, load_model, nearest_nfe, sample, samplers, tune_lambda
+from .core.processes import LinearProcess, cld, make_process, psld, vp
 
-__all__ = ["sample", "samplers", "SampleResult", "LinearProcess", "make_process", "vp", "cld", "psld"]
+__all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda", "LinearProcess",
+           "make_process", "vp", "cld", "psld"]
 __version__ = "0.1.0"

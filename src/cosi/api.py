@@ -1,145 +1,67 @@
-"""The public sampling API."""
+"""The public API: the sampling core, and the layers above it that one call may need.
+
+``cosi.sample`` is :func:`cosi.core.sampling.sample` plus one step the core does not take:
+``lam="auto"`` first picks λ by a search (:mod:`cosi.evaluation.autolam`) and then samples with it.
+That search runs the core's sampler many times, so it lives above the core and reaches it through
+this module alone; the core never imports evaluation, models, training or the CLI.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import Tensor
 
-from .integrators import SAMPLERS, build_plan, check_sampler, get_sampler
-from .integrators.plan import run_plan
-from .noise import CounterNoise
-from .processes import LinearProcess, make_process
+from .core.integrators import nearest_nfe
+from .core.processes import LinearProcess, make_process
+from .core.sampling import SampleResult, samplers
+from .core.sampling import sample as core_sample
+from .evaluation import peers  # noqa: F401  (registers the diffusers peers as samplers)
 
-
-@dataclass
-class SampleResult:
-    """``x``: the data block (B, C, ...); ``z``: the full final state (B, k*C, ...);
-    ``nfe``: network calls made by the sampler (``tuning`` holds what ``lam="auto"`` cost on its
-    probe batch, see :mod:`cosi.autolam`)."""
-
-    x: Tensor
-    z: Tensor
-    nfe: int
-    tuning: dict | None = None  # lam="auto": the chosen λ, its proxy errors and the calls it cost
+__all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda"]
 
 
-def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | None = None,
-           shape=None, generator: torch.Generator | None = None, *, grid=None,
-           denoise: bool = False, device=None, dtype=torch.float32, progress: bool = False,
-           callback: Callable | None = None, noise: Callable | None = None, graph: bool = False,
-           lam_objective=None, **options) -> SampleResult:
-    """Sample from a diffusion model with exactly ``nfe`` network calls.
+def tune_lambda(eps_model: Callable, process, sampler: str, nfe: int, data_shape, *, objective=None,
+                **options) -> dict:
+    """λ for ``sampler`` at ``nfe`` on this model, by ``objective`` (a
+    :class:`cosi.evaluation.autolam.FDObjective`) or, without one, by the accuracy proxy. Returns the
+    search's record: {"lam", "proxy", "calls", "probe", "reference", "search"}."""
+    from .evaluation.autolam import choose_lambda
 
-    Args:
-        eps_model: ``eps_model(z, t)`` with ``z`` of shape (B, k*C, *spatial) or (B, k*d),
-            blocks stacked along dim 1 (x first, then m), and ``t`` of shape (B,); returns
-            ε of ``z``'s shape, where z_t = μ_t + L_t ε (math.md §1).
-        process: a :class:`LinearProcess` or a name ('vp', 'cld', 'psld').
-        sampler: a name from ``cosi.samplers``.
-        nfe: the number of network calls; refused clearly if the sampler cannot meet it.
-        z_T: the initial state at T; drawn from the prior N(0, Σ_T) when None.
-        shape: the data shape (B, C, *spatial) or (B, d), needed when ``z_T`` is None.
-        generator: torch generator for the prior and the sampler's noise.
-        grid: a grid name ('uniform', 'quadratic', 'logsnr', 'edm') or a decreasing
-            sequence of times; default: the sampler's measured choice for the process.
-        denoise: end with a final denoising call at t_min (counted in ``nfe``).
-        noise: optional ``noise(i, z) -> ξ`` for the i-th noisy update (e.g. per-sample
-            seeded noise); overrides ``generator`` for the sampler's noise.
-        graph: (CUDA) capture the whole sampler — network calls, updates (compiled into one
-            kernel each) and noise — as one CUDA graph per state shape on first use, then replay
-            it; the sampler's overhead beside the network all but vanishes. The network must not
-            itself be captured (compile it with a mode without CUDA graphs). The noise comes from
-            ``noise`` if it is a :class:`cosi.noise.CounterNoise`, else from counter-based normals
-            keyed by draws of ``generator``.
-        lam_objective: with ``lam="auto"``, a :class:`cosi.autolam.FDObjective` to pick λ by
-            (the FD of a probe of samples to held-out reference statistics); None: the accuracy
-            proxy, which needs no data.
-        **options: the sampler's own options (``eta``, ``lam``, ``B``, ...); ``lam="auto"`` picks
-            λ by a search on a fixed probe of prior draws (:mod:`cosi.autolam`).
-    """
-    if isinstance(process, str):
-        process = make_process(process)
-    if not isinstance(process, LinearProcess):
-        raise TypeError(f"process must be a LinearProcess or one of 'vp', 'cld', 'psld', got {process!r}")
+    return choose_lambda(eps_model, make_process(process), sampler, nfe, data_shape, objective=objective, **options)
+
+
+def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape=None, generator=None, *,
+           lam_objective=None, **kw) -> SampleResult:
+    """:func:`cosi.core.sampling.sample` (its arguments and exact-NFE contract), and ``lam="auto"``:
+    λ picked by :func:`tune_lambda` on a fixed probe of prior draws (by ``lam_objective`` or, without
+    one, the accuracy proxy) before sampling. The search's calls are reported in ``result.tuning["calls"]``,
+    apart from ``result.nfe``, which counts the calls made on this batch."""
+    process = make_process(process) if isinstance(process, str) else process
     tuning = None
-    if options.get("lam") == "auto":
-        from .autolam import choose_lambda
+    if kw.get("lam") == "auto":
+        from .evaluation.autolam import resolve
 
+        if not isinstance(process, LinearProcess):
+            raise TypeError(f"process must be a LinearProcess or a name, got {process!r}")
+        if z_T is None and shape is None:
+            raise ValueError("give z_T (the initial state) or shape (the data shape, e.g. (B, C, H, W))")
         state = z_T.shape if z_T is not None else process.state_shape(tuple(shape))
         data_shape = (state[1] // process.k, *state[2:])
-        where = z_T.device if z_T is not None else device
-        tuning = choose_lambda(eps_model, process, sampler, nfe, data_shape, grid=grid, denoise=denoise,
-                               device=where, objective=lam_objective,
-                               **{k: v for k, v in options.items() if k != "lam"})
-        options = {**options, "lam": tuning["lam"]}
-    spec = get_sampler(sampler)
-    if spec.run is not None:
-        _check_external(spec, process, grid, denoise, options)
-    else:
-        plan = build_plan(sampler, process, nfe, grid=grid, denoise=denoise, **options)
-    if z_T is None:
-        if shape is None:
-            raise ValueError("give z_T (the initial state) or shape (the data shape, e.g. (B, C, H, W))")
-        state = process.state_shape(tuple(shape))
-        gen_dev = generator.device if generator is not None else device
-        z_T = process.prior_sample(state, generator=generator, device=gen_dev, dtype=dtype)
-        z_T = z_T.to(device or z_T.device)
-    else:
-        _check_state(z_T, process)
-    if spec.run is not None:
-        if graph:
-            raise ValueError(f"sampler {sampler!r} is run step by step by diffusers; graph=True applies to "
-                             "cosi's own samplers")
-        z, calls = spec.run(eps_model, process, nfe, z_T, **options)
-    else:
-        if graph and plan.stochastic and not isinstance(noise, CounterNoise):
-            gen_dev = generator.device if generator is not None else z_T.device
-            keys = torch.randint(0, 2**32, (z_T.shape[0],), generator=generator, device=gen_dev, dtype=torch.int64)
-            noise = CounterNoise(keys.to(z_T.device), fused=True)
-        z, calls = run_plan(plan, eps_model, z_T, generator=generator, noise=noise, progress=progress,
-                            callback=callback, graph=graph)
-    return SampleResult(x=process.data_block(z), z=z, nfe=calls, tuning=tuning)
+        own = {k: v for k, v in kw.items() if k not in ("device", "dtype", "progress", "callback", "noise", "graph")}
+        resolved, tuning = resolve(eps_model, process, sampler, nfe, data_shape, own, objective=lam_objective,
+                                   device=z_T.device if z_T is not None else kw.get("device"))
+        kw = {**kw, "lam": resolved["lam"]}
+    res = core_sample(eps_model, process, sampler, nfe, z_T, shape, generator, **kw)
+    res.tuning = tuning
+    return res
 
 
-def _check_external(spec, process: LinearProcess, grid, denoise: bool, options: dict) -> None:
-    """The checks build_plan makes, for a sampler run by another library."""
-    check_sampler(spec, process, options)
-    if grid is not None or denoise:
-        raise ValueError(f"sampler {spec.name!r} takes its own timesteps (option timestep_spacing) and ends "
-                         "at t_min; grid= and denoise= do not apply")
+def load_model(name_or_path, device="cpu", dtype=torch.float32):
+    """A shipped model by name ('fmnist-psld', 'fmnist-vp', 'fmnist-classifier') or a
+    ``.safetensors``/``.json`` pair by path: a :class:`cosi.models.checkpoint.DiffusionModel`
+    (``model.eps_model``, ``model.process``, ``model.data_shape``) or the classifier."""
+    from .core.devices import pick_device
+    from .models.checkpoint import load
 
-
-def _check_state(z: Tensor, process: LinearProcess) -> None:
-    if not isinstance(z, Tensor):
-        raise TypeError(f"z_T must be a torch.Tensor, got {type(z).__name__}")
-    if not z.is_floating_point():
-        raise TypeError(f"z_T must be a floating-point tensor (float32 or float64), got {z.dtype}")
-    if z.dim() < 2 or z.shape[1] % process.k:
-        raise ValueError(
-            f"z_T has shape {tuple(z.shape)}; a {process.name} state has shape (B, {process.k}*C, ...) "
-            f"or (B, {process.k}*d) with the {process.k} blocks stacked along dim 1"
-        )
-
-
-class SamplerTable(Mapping):
-    """``cosi.samplers``: name -> one-line description."""
-
-    def __getitem__(self, name):
-        return SAMPLERS[name].description
-
-    def __iter__(self):
-        return iter(SAMPLERS)
-
-    def __len__(self):
-        return len(SAMPLERS)
-
-    def __repr__(self):
-        w = max(map(len, SAMPLERS))
-        return "\n".join(f"{n:<{w}}  {s.description}" for n, s in SAMPLERS.items())
-
-
-samplers = SamplerTable()
+    return load(name_or_path, device=pick_device(device), dtype=dtype)

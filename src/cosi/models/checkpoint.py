@@ -311,7 +311,7 @@ class DiffusionModel:
 def load(name_or_path, device="cpu", dtype=torch.float32):
     """Load a model by shipped name or path: a :class:`DiffusionModel` (generative) or a
     Classifier (in eval mode). Weights are cast to ``dtype`` (fp32 by default)."""
-    from ..processes import make_process
+    from ..core.processes import make_process
 
     wpath, cpath = resolve(name_or_path)
     config = load_json(cpath)

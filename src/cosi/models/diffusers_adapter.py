@@ -33,8 +33,8 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from ..integrators.coefficients import as_matrix, conjugate_A, eye, phi_increments
-from ..processes import LinearProcess, as_time, f64
+from ..core.integrators.coefficients import as_matrix, conjugate_A, eye, phi_increments
+from ..core.processes import LinearProcess, as_time, f64
 
 __all__ = [
     "TabulatedVP", "DiffusersEpsModel", "betas_from_config", "alphas_cumprod_from_config",
@@ -239,7 +239,7 @@ def conjugate_steps(process: LinearProcess, t_from, t_to, B=0.0) -> tuple[Tensor
 
         z_s = A_s⁻¹ A_t (I + h B) z_t + A_s⁻¹ (Φ_s − Φ_t) ε_t,   h = s − t,
 
-    the formula of ``cosi.integrators.conjugate.conjugate`` with A from ``conjugate_A`` and
+    the formula of ``cosi.core.integrators.conjugate.conjugate`` with A from ``conjugate_A`` and
     Φ from ``phi_increments``, on a grid refined at the process's ``knots`` (if it has any),
     so each quadrature interval sees a smooth integrand. The steps need not share end
     points (diffusers' DDIM timestep rule). On a process without knots and a single grid

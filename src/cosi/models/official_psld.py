@@ -325,8 +325,8 @@ def load_official_model(path, preset: str, ema: bool = True, device="cpu", dtype
                         trust_pickle: bool = False):
     """An official PSLD checkpoint as a cosi :class:`~cosi.models.checkpoint.DiffusionModel`: the
     preset's process, its NCSN++ with the checkpoint's (EMA by default) weights behind
-    :class:`OfficialPSLDEpsModel`, ready for ``cosi.sample`` and :mod:`cosi.generate`."""
-    from ..processes import make_process
+    :class:`OfficialPSLDEpsModel`, ready for ``cosi.sample`` and :mod:`cosi.evaluation.generate`."""
+    from ..core.processes import make_process
     from .checkpoint import DiffusionModel
 
     if preset not in PRESETS:

@@ -80,7 +80,7 @@ class CounterNoise:
     """``noise(i, z)``: the ξ of the i-th noisy update of the samples with these keys.
 
     The sampler runner recognizes it: a CUDA-graph capture reads ``keys`` from a static buffer
-    that each replay refills (:func:`cosi.integrators.plan.run_plan`)."""
+    that each replay refills (:func:`cosi.core.integrators.plan.run_plan`)."""
 
     def __init__(self, keys: Tensor, fused: bool = False):
         self.keys, self.fused = keys, fused

@@ -7,7 +7,7 @@ interrupted sweep continues where it stopped and never recomputes a finished cel
 measured under defaults that have changed since is measured again (the newer row then stands for
 the key). λ values apply only to samplers with a ``lam`` option, η values only to those with
 ``eta``; a sampler that cannot meet an NFE gets a row with
-an ``error`` instead of an FD. Each seed draws other samples (counter-based, :mod:`cosi.generate`),
+an ``error`` instead of an FD. Each seed draws other samples (counter-based, :mod:`cosi.evaluation.generate`),
 so the spread over seeds is the sampling noise of the FD.
 """
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .autolam import SEARCH, judged_by
-from .integrators import get_sampler
+from ..core.integrators import get_sampler
 
 
 def cell_key(model: str, sampler: str, nfe: int, options: dict, n: int, seed: int) -> str:
@@ -76,9 +76,9 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
     """Run the cells not yet in ``out`` (JSONL), appending one row each; returns the new rows.
     ``minutes``: start no new cell after that much wall time. ``extra``: fields added to each row.
     ``ref_features``: the reference's features (N, dim), to add the KID to each row. ``graph``: sample
-    with captured CUDA graphs (:func:`cosi.api.sample`) where the sampler has a plan (the samplers run
+    with captured CUDA graphs (:func:`cosi.core.sampling.sample`) where the sampler has a plan (the samplers run
     by diffusers run eagerly); not part of a cell's key, recorded in the row. ``lam_objective``: what
-    lam="auto" cells pick λ by (:func:`cosi.autolam.choose_lambda`); a cell tuned by another objective,
+    lam="auto" cells pick λ by (:func:`cosi.evaluation.autolam.choose_lambda`); a cell tuned by another objective,
     reference or search is measured again."""
     from .evaluate import model_fd
 

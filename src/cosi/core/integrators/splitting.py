@@ -154,6 +154,23 @@ def ou_coeffs(process: LinearProcess, K_O: Tensor, t_a: Tensor, t_b: Tensor, eta
     return mean, sqrtm_psd(cov)
 
 
+def flows_using_eps(process: LinearProcess) -> dict:
+    """Which sub-flows read ε: B always; A only where the score reaches the position (PSLD: D_xx = Γ > 0;
+    CLD: D_xx = 0); O never."""
+    return {"A": bool(process.D_[X, X] != 0), "B": True, "O": False}
+
+
+def scheme_calls(process: LinearProcess, scheme: Scheme) -> tuple[int, int]:
+    """(network calls per step, extra calls before the first step) of a scheme on a process: naive
+    schemes call before every sub-flow that reads ε; reduced ones once per step, plus once at T when
+    a sub-flow before the step's call reads ε."""
+    uses_eps = flows_using_eps(process)
+    if scheme.policy == "naive":
+        return sum(uses_eps[L] for L in scheme.composition), 0
+    first_call = scheme.composition.index("*")
+    return 1, int(any(uses_eps[L] for L in scheme.composition[:first_call]))
+
+
 # ---- the generic builder ------------------------------------------------------------------------
 
 
@@ -181,17 +198,8 @@ def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoi
         raise ValueError(f"{name} is deterministic; eta and eta_x apply to stochastic schemes only")
     block_eta = {"A": eta_x, "B": eta}
     K_O = o_drift(process, scheme.o_part) if scheme.stochastic else None
-    letters = scheme.composition.replace("*", "")
-    # A needs ε only where the score reaches the position (PSLD: D_xx = Γ > 0; CLD: 0)
-    uses_eps = {"A": bool(process.D_[X, X] != 0), "B": True, "O": False}
-
-    if scheme.policy == "naive":
-        per_step = sum(uses_eps[L] for L in letters)
-        extra = 0
-    else:
-        first_call = scheme.composition.index("*")
-        per_step = 1
-        extra = int(any(uses_eps[L] for L in scheme.composition[:first_call]))
+    uses_eps = flows_using_eps(process)
+    per_step, extra = scheme_calls(process, scheme)
     steps = steps_for(nfe, per_step, extra, denoise, name)
     ts = grid_for(process, steps, grid)
     t, s = ts[:-1], ts[1:]

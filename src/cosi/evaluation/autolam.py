@@ -42,10 +42,9 @@ from typing import Any
 
 import torch
 
-from .api import sample
-from .generate import prior
-from .noise import sample_keys
-from .integrators import get_sampler
+from ..core.sampling import sample
+from ..core.noise import sample_keys
+from ..core.integrators import get_sampler
 
 PROBE = 16
 PROBE_SEED = 0x5EED
@@ -60,7 +59,7 @@ _PINNED: list = []  # the eps_models (or their owners) whose ids key _CACHE
 @dataclass(frozen=True)
 class FDObjective:
     """λ by the FD of ``probe`` samples to ``ref_stats`` in ``features``' space (e.g.
-    :class:`cosi.metrics.ClassifierFeatures` and the statistics of a held-out image set);
+    :class:`cosi.evaluation.metrics.ClassifierFeatures` and the statistics of a held-out image set);
     ``name`` identifies the pair in caches and result rows. Sampled in chunks of ``batch_size``."""
 
     features: Any
@@ -76,7 +75,7 @@ class FDObjective:
 
     @classmethod
     def held_out(cls, features, kind: str, ref: str, **kw) -> "FDObjective":
-        """Against the statistics of a reference as :func:`cosi.evaluate.reference_stats` names it
+        """Against the statistics of a reference as :func:`cosi.evaluation.evaluate.reference_stats` names it
         (e.g. 'fmnist-train' when results are judged against 'fmnist'); ``kw``: its ``ref_dir``,
         ``cache``, ``channels``, and this class's ``probe`` and ``batch_size``."""
         from .evaluate import reference_stats
@@ -134,7 +133,7 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
         return _CACHE[key]
     probe = objective.probe if objective else PROBE
     keys = sample_keys(PROBE_SEED, torch.arange(probe, device=device))
-    z_T = prior(process, data_shape, keys, dtype)
+    z_T = process.prior_sample(process.state_shape((probe, *data_shape)), dtype=dtype, keys=keys)
     calls, proxy = 0, {}
     if objective is not None:
         against = judged_by(process, nfe, objective)
@@ -191,7 +190,19 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
     return out
 
 
+def resolve(eps_model, process, sampler: str, nfe: int, data_shape, options: dict, *, objective=None,
+            device=None) -> tuple[dict, dict | None]:
+    """``options`` with ``lam="auto"`` replaced by the chosen λ, and the search's record (None when λ was
+    given): the one place every caller (``cosi.sample``, generation to a folder, sweeps) resolves it."""
+    if options.get("lam") != "auto":
+        return options, None
+    rest = {k: v for k, v in options.items() if k not in ("lam", "grid", "denoise")}
+    tuning = choose_lambda(eps_model, process, sampler, nfe, data_shape, grid=options.get("grid"),
+                           denoise=options.get("denoise", False), device=device, objective=objective, **rest)
+    return {**options, "lam": tuning["lam"]}, tuning
+
+
 def _with_lam():
-    from .integrators import SAMPLERS
+    from ..core.integrators import SAMPLERS
 
     return [n for n, s in SAMPLERS.items() if "lam" in s.options]

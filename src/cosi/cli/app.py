@@ -1,4 +1,4 @@
-"""The `cosi` command line: samplers, sample, bench, train."""
+"""The `cosi` command line: samplers, sample, eval, sweep, plot, bench, train."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from .options import parse_key_values
+from .train import train_classifier_command, train_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Conjugate and splitting integrators for diffusion models.")
@@ -28,27 +31,19 @@ def _fail(msg: str) -> None:
 
 
 def _sampler_options(lam: Optional[float], eta: Optional[float], option: List[str]) -> dict:
-    """--lam, --eta and repeated --option key=value (value parsed as JSON when possible)."""
-    opts = {}
+    """--lam, --eta and repeated --option key=value."""
+    opts = parse_key_values(option, "--option")
     if lam is not None:
         opts["lam"] = lam
     if eta is not None:
         opts["eta"] = eta
-    for kv in option or []:
-        if "=" not in kv:
-            _fail(f"--option expects key=value, got {kv!r}")
-        k, v = kv.split("=", 1)
-        try:
-            opts[k] = json.loads(v)
-        except json.JSONDecodeError:
-            opts[k] = v
     return opts
 
 
 @app.command()
 def samplers() -> None:
     """List the samplers with a one-line description each."""
-    from .integrators import SAMPLERS
+    from ..core.integrators import SAMPLERS
 
     w = max(map(len, SAMPLERS))
     for name, s in SAMPLERS.items():
@@ -106,16 +101,16 @@ def sample(
     import numpy as np
     import torch
 
-    from . import api
-    from .oracle import GaussianMixture
-    from .processes import make_process
-    from .viz import save_image_grid, save_scatter
+    from .. import api
+    from ..evaluation.oracle import GaussianMixture
+    from ..core.processes import make_process
+    from ..evaluation.viz import save_image_grid, save_scatter
 
     opts = _sampler_options(lam, eta, option)
     if model is not None or checkpoint is not None or preset is not None:
         import torch.distributed as dist
 
-        from .train import pick_device
+        from ..core.devices import pick_device
 
         dev = _init_distributed(pick_device(device))
         m, describe = _load_model(model, checkpoint, preset, raw_weights, trust_pickle, str(dev), dtype)
@@ -182,9 +177,9 @@ def _load_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool
     """(DiffusionModel, a description for manifests) from --model or --checkpoint/--preset."""
     import torch
 
-    from .models.checkpoint import CheckpointError, load
-    from .models.official_psld import OfficialCheckpointError, load_official_model
-    from .train import pick_device
+    from ..models.checkpoint import CheckpointError, load
+    from ..models.official_psld import OfficialCheckpointError, load_official_model
+    from ..core.devices import pick_device
 
     dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if dt is None:
@@ -208,12 +203,23 @@ def _load_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool
 def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size: int, grid, denoise: bool,
                   seed: int, out: Path, quiet: bool, opts: dict) -> None:
     """``opts``: the sampler's options and ``graph``."""
-    from .data import load_image_folder
-    from .generate import generate_folder
-    from .viz import save_image_grid
+    from ..data import load_image_folder
+    from ..evaluation.generate import generate_folder
+    from ..evaluation.viz import save_image_grid
+
+    from ..evaluation.autolam import resolve
 
     t0 = time.perf_counter()
     try:
+        sampler_opts = {k: v for k, v in opts.items() if k != "graph"}
+        resolved, tuning = resolve(m.eps_model, m.process, sampler, nfe, m.data_shape,
+                                   {**sampler_opts, "grid": grid, "denoise": denoise}, device=m.device)
+        if tuning is not None:
+            opts = {**opts, "lam": resolved["lam"]}
+            if not quiet:
+                typer.echo(f"lam=auto: λ = {tuning['lam']:.4g}, chosen by {tuning['reference']} with "
+                           f"{tuning['calls']} network calls on a probe of {tuning['probe']} (apart from the "
+                           f"{nfe} calls per sample)")
         generate_folder(m, out / "images", sampler, nfe, n, batch_size=batch_size, seed=seed, describe=describe,
                         progress=not quiet, grid=grid, denoise=denoise, **opts)
     except (ValueError, TypeError, NotImplementedError) as e:
@@ -249,7 +255,7 @@ def eval_(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fréchet distance of a folder of samples against reference statistics (computed once, cached)."""
-    from .evaluate import folder_fd
+    from ..evaluation.evaluate import folder_fd
 
     try:
         r = folder_fd(folder, fd=fd, ref=ref, ref_dir=ref_dir, inception_weights=inception_weights, cache=cache,
@@ -293,8 +299,8 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """FD (and KID) over samplers × NFE × lam × eta × grid × seed; one JSON line per cell, resumable."""
-    from .evaluate import feature_space, reference_images, reference_stats
-    from .sweep import make_cells, run_sweep
+    from ..evaluation.evaluate import feature_space, reference_images, reference_stats
+    from ..evaluation.sweep import make_cells, run_sweep
 
     m, _ = _load_model(model, None, None, False, False, device, dtype)
     _speed_up(m, compile, graph)
@@ -312,7 +318,7 @@ def sweep(
             ref_features = features.image_features(images)
         objective = None
         if lam_ref is not None:
-            from .autolam import FDObjective
+            from ..evaluation.autolam import FDObjective
 
             objective = FDObjective.held_out(features, kind, lam_ref, ref_dir=ref_dir, cache=cache,
                                              channels=m.data_shape[0], probe=lam_probe, batch_size=batch_size)
@@ -335,8 +341,8 @@ def plot_nfe(results: Path = typer.Argument(..., help="a `cosi sweep` JSONL file
              model: Optional[str] = typer.Option(None, "--model", help="only this model's rows"),
              sampler: List[str] = typer.Option(None, "--sampler", "-s", help="only these samplers")) -> None:
     """FD against NFE, one curve per sampler (mean ± std over seeds)."""
-    from .sweep import read_rows
-    from .viz import plot_fd_vs_nfe
+    from ..evaluation.sweep import read_rows
+    from ..evaluation.viz import plot_fd_vs_nfe
 
     rows = [r for r in read_rows(results) if (model is None or r.get("model") == model)
             and (not sampler or r.get("sampler") in sampler)]
@@ -351,8 +357,8 @@ def plot_lam(results: Path = typer.Argument(..., help="a `cosi sweep` JSONL file
              out: Path = typer.Option(..., "--out", help=".png or .svg"),
              model: Optional[str] = typer.Option(None, "--model")) -> None:
     """FD against lambda for one sampler, one curve per NFE."""
-    from .sweep import read_rows
-    from .viz import plot_fd_vs_lam
+    from ..evaluation.sweep import read_rows
+    from ..evaluation.viz import plot_fd_vs_lam
 
     rows = [r for r in read_rows(results) if model is None or r.get("model") == model]
     try:
@@ -366,8 +372,8 @@ def plot_grid(folder: Path = typer.Argument(..., help="a folder of PNG samples (
               out: Path = typer.Option(..., "--out"), n: int = typer.Option(64, "--n"),
               scale: int = typer.Option(3, "--scale")) -> None:
     """A grid of the first N images of a folder."""
-    from .data import DatasetError, load_image_folder
-    from .viz import save_image_grid
+    from ..data import DatasetError, load_image_folder
+    from ..evaluation.viz import save_image_grid
 
     folder = folder / "images" if (folder / "images").is_dir() else folder
     try:
@@ -402,7 +408,7 @@ def bench_oracle(
     as_json: bool = typer.Option(False, "--json", help="one JSON line per NFE"),
 ) -> None:
     """Endpoint error, MMD and sliced Wasserstein (with floors) on the exact-score oracle."""
-    from .evaluate import oracle_benchmark
+    from ..evaluation.evaluate import oracle_benchmark
 
     if data != "gmm":
         _fail(f"unknown --data {data!r}; the oracle benchmark supports gmm")
@@ -439,8 +445,8 @@ def bench_speed(
     as_json: bool = typer.Option(False, "--json", help="one JSON line per cell"),
 ) -> None:
     """Wall time of each sampler against the same number of bare network calls, in one run."""
-    from .benchmark import speed
-    from .integrators import SAMPLERS
+    from ..evaluation.benchmark import speed
+    from ..core.integrators import SAMPLERS
 
     import torch
 
@@ -472,16 +478,8 @@ def bench_speed(
                            f"{r['ratio']:.3f} | {r['images_per_s']:.0f} | {mem} |")
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules may pull heavier dependencies are imported lazily."""
-    try:
-        from .train import train_command
-    except ImportError:
-        return
-    app.command("train")(train_command)
-
-
-_register_optional_commands()
+app.command("train")(train_command)
+app.command("train-classifier")(train_classifier_command)
 
 
 def main() -> None:  # pragma: no cover

@@ -22,11 +22,10 @@ import time
 
 import torch
 
-from .api import sample
-from .generate import prior
-from .noise import CounterNoise, sample_keys
-from .integrators import build_plan, get_sampler
-from .integrators.plan import Eval, capture, release_graphs
+from ..core.sampling import sample
+from ..core.noise import CounterNoise, sample_keys
+from ..core.integrators import build_plan, get_sampler
+from ..core.integrators.plan import Eval, capture, release_graphs
 
 
 def timer(device: torch.device):
@@ -78,7 +77,7 @@ def speed(model, sampler: str, nfe: int, batch_size: int, *, repeats: int = 5, w
     ``graph`` (CUDA) the whole sampler is one captured CUDA graph and so are the bare calls."""
     dev = model.device
     keys = sample_keys(seed, torch.arange(batch_size, device=dev))
-    z_T = prior(model.process, model.data_shape, keys).to(dev)
+    z_T = model.process.prior_sample(model.process.state_shape((batch_size, *model.data_shape)), keys=keys).to(dev)
     plan = build_plan(sampler, model.process, nfe, **options)
     ts = [torch.full((batch_size,), op.t, device=dev) for op in plan.ops if isinstance(op, Eval)]
     bare = bare_calls(model.eps_model, z_T, ts, graph)

@@ -16,11 +16,13 @@ Needs the ``diffusers`` extra.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from .processes import f64
+from ..core.processes import f64
 
 SCHEDULERS = {
     "dpm-solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
@@ -69,3 +71,20 @@ def run(name: str, eps_model, process, nfe: int, z: Tensor, num_train_timesteps:
         z = sched.step(eps.to(z.dtype), n, z).prev_sample
         calls += 1
     return z, calls
+
+
+def register() -> None:
+    """Make the peers selectable by name in ``cosi.sample`` and the CLI (VP only)."""
+    from ..core.integrators import register_external
+
+    common = {"solver_order": 2, "timestep_spacing": "linspace", "lower_order_final": True}
+    for name, description, extra in [
+        ("dpm-solver++", "DPM-Solver++ (2M) on VP, diffusers' scheduler (baseline, 1 NFE/step)",
+         {"use_lu_lambdas": False}),
+        ("unipc", "UniPC (bh2, order 2) on VP, diffusers' scheduler (baseline, 1 NFE/step)", {}),
+    ]:
+        register_external(name, description, functools.partial(run, name), options={**common, **extra},
+                          processes=("vp",), doc=__doc__)
+
+
+register()

@@ -268,7 +268,7 @@ def _run_graphed(plan: Plan, eps_model: Callable, z: Tensor, noise) -> tuple[Ten
                          "Use a CUDA device or graph=False")
     if plan.stochastic and not isinstance(noise, CounterNoise):
         raise ValueError("graph=True replays the sampler's noise from counter-based keys: pass "
-                         "noise=cosi.noise.CounterNoise(keys) (cosi.sample does when given a generator)")
+                         "noise=cosi.core.noise.CounterNoise(keys) (cosi.sample does when given a generator)")
     owner = getattr(eps_model, "__self__", eps_model)
     if getattr(owner, "compiled_mode", None) == "reduce-overhead":
         raise ValueError("the network is compiled with its own CUDA graphs (mode 'reduce-overhead'), which "
@@ -294,7 +294,7 @@ def run_plan(plan: Plan, eps_model: Callable, z: Tensor, *, generator=None, nois
     by default it is drawn from ``generator``. ``callback`` receives a dict with the step
     index, the time and the current state after every linear update. ``graph=True`` (CUDA only)
     captures the whole plan as one CUDA graph for this state's shape on first use and replays it
-    afterwards; its noise must be a :class:`cosi.noise.CounterNoise`.
+    afterwards; its noise must be a :class:`cosi.core.noise.CounterNoise`.
     """
     if graph:
         if progress or callback is not None:

@@ -15,7 +15,7 @@ import torch
 
 from ..processes import LinearProcess
 from . import classic, conjugate, gddim
-from .splitting import Scheme, splitting_plan
+from .splitting import Scheme, scheme_calls, splitting_plan
 from .base import NFEError, grid_for, single_call_plan, steps_for
 from .plan import Plan
 
@@ -39,6 +39,7 @@ class Sampler:
     stochastic: bool = False
     doc: str = ""
     run: Callable | None = None
+    calls: Callable = lambda process: (1, 0)  # (calls per step, extra calls at the start) on a process
 
     def grid(self, process: LinearProcess) -> str:
         return self.default_grid.get(process.name, "uniform")
@@ -112,7 +113,7 @@ def register_splitting(name: str, description: str, scheme: Scheme, **defaults) 
                      f"{scheme.fractions}; {scheme.method} sub-flows; {scheme.policy} calls ({calls}); "
                      f"network call at '*' in {scheme.composition}.")
     register(name, description, build=build, options=dict(defaults), processes=("cld", "psld"),
-             default_grid=_ODE_GRIDS, stochastic=scheme.stochastic)
+             default_grid=_ODE_GRIDS, stochastic=scheme.stochastic, calls=lambda p: scheme_calls(p, scheme))
 
 
 H = 0.5
@@ -153,21 +154,31 @@ register_splitting("sscs", "CLD's symmetric splitting sampler SSCS (Dockhorn et 
                    Scheme("O*BAO", (H, 1, 1, H), "euler", "reduced", o_part="linear"), eta=1.0)
 
 
-def _register_baselines() -> None:
-    from .. import baselines
-
-    common = {"solver_order": 2, "timestep_spacing": "linspace", "lower_order_final": True}
-    for name, description, extra in [
-        ("dpm-solver++", "DPM-Solver++ (2M) on VP, diffusers' scheduler (baseline, 1 NFE/step)",
-         {"use_lu_lambdas": False}),
-        ("unipc", "UniPC (bh2, order 2) on VP, diffusers' scheduler (baseline, 1 NFE/step)", {}),
-    ]:
-        run = (lambda n: lambda eps_model, process, nfe, z, **o: baselines.run(n, eps_model, process, nfe, z, **o))(name)
-        SAMPLERS[name] = Sampler(name, description, None, {**common, **extra}, processes=("vp",),
-                                 doc=baselines.__doc__, run=run)
+def register_external(name: str, description: str, run: Callable, *, options: dict, processes: tuple,
+                      doc: str = "") -> None:
+    """A sampler run step by step by another library (the peers of :mod:`cosi.evaluation.peers`):
+    ``run(eps_model, process, nfe, z_T, **options) -> (z, calls)``. Registered from above the core, so
+    the core itself imports no such library."""
+    SAMPLERS[name] = Sampler(name, description, None, dict(options), processes=processes, doc=doc, run=run)
 
 
-_register_baselines()
+def nearest_nfe(sampler: str, nfe: int, process="psld", *, denoise: bool = False, at_least: bool = False) -> int:
+    """The NFE closest to ``nfe`` that ``sampler`` meets exactly on ``process`` (ties: the larger one);
+    with ``at_least``, the smallest such NFE ≥ ``nfe``. A sampler makes ``extra + per_step · steps``
+    calls, plus one to denoise, with at least one step."""
+    from ..processes import make_process
+
+    s = get_sampler(sampler)
+    per_step, extra = s.calls(make_process(process))
+    fixed = extra + int(denoise)
+    lowest = fixed + per_step
+    if nfe <= lowest:
+        return lowest
+    below = fixed + per_step * ((nfe - fixed) // per_step)
+    above = below if below == nfe else below + per_step
+    if at_least or above - nfe <= nfe - below:
+        return above
+    return below
 
 
 def get_sampler(name: str) -> Sampler:
@@ -227,4 +238,5 @@ def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: 
     return plan
 
 
-__all__ = ["SAMPLERS", "Sampler", "build_plan", "check_sampler", "get_sampler", "NFEError", "Plan"]
+__all__ = ["SAMPLERS", "Sampler", "build_plan", "check_sampler", "get_sampler", "nearest_nfe", "register_external",
+           "NFEError", "Plan"]

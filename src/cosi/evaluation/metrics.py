@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .processes import sqrtm_psd
+from ..core.processes import sqrtm_psd
 from .stats import FeatureStats
 
 
@@ -36,7 +36,7 @@ def fd(a: FeatureStats, b: FeatureStats) -> float:
 
 def quantize(x: Tensor) -> Tensor:
     """Images in [−1, 1] rounded to the 256 levels of an 8-bit image (still in [−1, 1])."""
-    from .data import from_unit_range, to_unit_range
+    from ..data import from_unit_range, to_unit_range
 
     return to_unit_range(from_unit_range(x))
 
@@ -56,7 +56,7 @@ class ClassifierFeatures:
 
     def __init__(self, classifier: torch.nn.Module | str = "fmnist-classifier", device="cpu"):
         if isinstance(classifier, str):
-            from .models.checkpoint import load
+            from ..models.checkpoint import load
 
             classifier = load(classifier, device=device)
         self.net = classifier.to(device).eval()
@@ -85,7 +85,7 @@ class ClassifierFeatures:
 
 
 def _unit_batches(images_u8: Tensor, batch_size: int, device):
-    from .data import to_unit_range
+    from ..data import to_unit_range
 
     return (to_unit_range(images_u8[i:i + batch_size].to(device)) for i in range(0, len(images_u8), batch_size))
 
@@ -127,7 +127,7 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
-        from .data import from_unit_range
+        from ..data import from_unit_range
 
         u8 = from_unit_range(x)
         if u8.shape[1] == 1:

@@ -237,13 +237,20 @@ class LinearProcess:
         B, c, *rest = data_shape
         return (B, self.k * c, *rest)
 
-    def prior_sample(self, shape, generator=None, device=None, dtype=torch.float32) -> Tensor:
-        """z_T ~ N(0, Σ_T) per data coordinate; ``shape`` is the full state shape."""
+    def prior_sample(self, shape, generator=None, device=None, dtype=torch.float32, *, keys: Tensor | None = None) -> Tensor:
+        """z_T ~ N(0, Σ_T) per data coordinate; ``shape`` is the full state shape. The standard normals
+        come from ``generator``, or, with ``keys`` (one per sample), from the counter-based draws of
+        :mod:`cosi.core.noise`, so that sample i is the same in any batch."""
         if shape[1] % self.k:
             raise ValueError(f"state dim 1 ({shape[1]}) must be a multiple of k={self.k} for {self.name}")
-        xi = torch.randn(shape, generator=generator, dtype=f64, device=device or "cpu")
+        if keys is not None:
+            from .noise import PRIOR_DRAW, counter_normal
+
+            xi = counter_normal(keys, PRIOR_DRAW, tuple(shape[1:]), dtype=f64)
+        else:
+            xi = torch.randn(shape, generator=generator, dtype=f64, device=device or "cpu")
         L = self.marginal(self.T).L.to(xi.device)
-        return apply_blocks(L, xi).to(device=device, dtype=dtype)
+        return apply_blocks(L, xi).to(device=device or xi.device, dtype=dtype)
 
     def perturb(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """z_t = μ_t(x₀) + L_t ε, the HSM training input (math.md §1).

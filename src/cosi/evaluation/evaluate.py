@@ -7,10 +7,10 @@ from functools import lru_cache
 
 import torch
 
-from .api import sample
-from .integrators import get_sampler
+from ..core.sampling import sample
+from ..core.integrators import get_sampler
 from .oracle import GaussianMixture, distribution_metrics, endpoint_error, reference_solution
-from .processes import LinearProcess, make_process
+from ..core.processes import LinearProcess, make_process
 
 
 @lru_cache(maxsize=16)
@@ -58,7 +58,7 @@ def oracle_benchmark(process, sampler: str, nfe: int, *, d: int = 32, n: int = 6
 def model_fd(model, features, ref_stats, sampler: str, nfe: int, n: int = 10_000, batch_size: int = 1000, *,
              seed: int = 0, ref_features=None, graph: bool = False, **options) -> dict:
     """FD between ``n`` samples of ``model`` and ``ref_stats`` in the space of ``features``
-    (e.g. :class:`cosi.metrics.ClassifierFeatures`), samples seeded as in :mod:`cosi.generate`
+    (e.g. :class:`cosi.evaluation.metrics.ClassifierFeatures`), samples seeded as in :mod:`cosi.evaluation.generate`
     (so ``generate.sample_range`` redraws any of them). With ``ref_features`` (N, dim) the KID
     against them too. Returns a dict with the FD (and KID ± its spread over subsets), the wall
     time and images/s."""
@@ -115,7 +115,7 @@ NAMED = {"fmnist": ("fmnist", "test"), "fmnist-train": ("fmnist", "train"), "cif
 
 def reference_images(ref: str, ref_dir=None, channels: int = 3):
     """The uint8 images of a named reference (:data:`NAMED`) or a folder."""
-    from .data import load_cifar10, load_fashion_mnist, load_image_folder
+    from ..data import load_cifar10, load_fashion_mnist, load_image_folder
 
     if ref in NAMED:
         dataset, split = NAMED[ref]
@@ -145,9 +145,9 @@ def folder_fd(folder, fd: str = "auto", ref: str = "auto", ref_dir=None, incepti
 
     from PIL import Image
 
-    from .data import load_image_folder
+    from ..data import load_image_folder
     from .metrics import fd as frechet
-    from .train import pick_device
+    from ..core.devices import pick_device
 
     folder = Path(folder)
     if (folder / "images").is_dir():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .processes import LinearProcess, f64
+from ..core.processes import LinearProcess, f64
 
 
 @dataclass
@@ -121,7 +121,7 @@ class GaussianMixture:
         def eps(z: Tensor, t: Tensor) -> Tensor:
             s = self.score(process, z, t)
             LT = process.marginal(t.to(f64)).L.transpose(-1, -2)
-            from .processes import apply_blocks
+            from ..core.processes import apply_blocks
 
             return (-apply_blocks(LT, s)).to(z.dtype)
 
@@ -149,7 +149,7 @@ def reference_solution(gmm: GaussianMixture, process: LinearProcess, z_T: Tensor
     with an adaptive 8th-order Runge–Kutta method (scipy DOP853) at tolerance rtol/atol."""
     from scipy.integrate import solve_ivp
 
-    from .processes import apply_blocks
+    from ..core.processes import apply_blocks
 
     t_end = process.t_min if t_end is None else t_end
     shape = z_T.shape

@@ -3,7 +3,7 @@ resumable folder of PNGs.
 
 Every random number a sample uses — its prior draw z_T and the noise of each stochastic
 update — is a function of (seed, sample index, draw index, element index) alone, computed by a
-counter-based hash on the device (:mod:`cosi.noise`). So sample i is the same whatever the
+counter-based hash on the device (:mod:`cosi.core.noise`). So sample i is the same whatever the
 batch size, the order in which batches run, or the number of processes that share the work,
 for deterministic and stochastic samplers alike.
 
@@ -12,7 +12,7 @@ for deterministic and stochastic samplers alike.
 and checked on resume: a rerun with the same settings redoes only batches with a missing or
 unreadable image, so a killed run loses at most the batches in flight; a rerun with other
 settings is refused. ``graph=True`` (CUDA) runs each batch as one captured CUDA graph
-(:func:`cosi.integrators.plan.run_plan`). Under ``torchrun`` (torch.distributed initialized, any backend) rank r
+(:func:`cosi.core.integrators.plan.run_plan`). Under ``torchrun`` (torch.distributed initialized, any backend) rank r
 takes batches r, r + W, r + 2W, …; the result is the folder one process would write.
 """
 
@@ -26,15 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .api import sample
-from .noise import PRIOR_DRAW, CounterNoise, counter_normal, sample_keys
-from .processes import apply_blocks
-
-
-def prior(process, data_shape, keys: Tensor, dtype=torch.float32) -> Tensor:
-    """z_T ~ N(0, Σ_T) for the samples of the given keys, from their counter-based normals."""
-    xi = counter_normal(keys, PRIOR_DRAW, process.state_shape((1, *data_shape))[1:], dtype=torch.float64)
-    return apply_blocks(process.marginal(process.T).L.to(xi.device), xi).to(dtype)
+from ..core.sampling import sample
+from ..core.noise import CounterNoise, sample_keys
 
 
 def sample_range(model, sampler: str, nfe: int, start: int, count: int, *, seed: int = 0, device=None,
@@ -42,7 +35,7 @@ def sample_range(model, sampler: str, nfe: int, start: int, count: int, *, seed:
     """The data blocks of samples start .. start+count−1 of ``model`` (a DiffusionModel)."""
     device = torch.device(device or model.device)
     keys = sample_keys(seed, torch.arange(start, start + count, device=device))
-    z_T = prior(model.process, model.data_shape, keys)
+    z_T = model.process.prior_sample(model.process.state_shape((count, *model.data_shape)), keys=keys)
     noise = CounterNoise(keys, fused=graph)
     return sample(model.eps_model, model.process, sampler, nfe, z_T=z_T, noise=noise, graph=graph, **options).x
 
@@ -60,7 +53,7 @@ def batches(model, sampler: str, nfe: int, n: int, batch_size: int, *, seed: int
 
 def to_uint8(x: Tensor) -> np.ndarray:
     """(B, C, H, W) in [−1, 1] -> (B, H, W, C) uint8."""
-    from .data import from_unit_range
+    from ..data import from_unit_range
 
     return from_unit_range(x).permute(0, 2, 3, 1).cpu().numpy()
 

@@ -1,7 +1,7 @@
 """A diffusers scheduler for cosi's conjugate integrators on VP (λ-DDIM-I, math.md §2).
 
     from diffusers import StableDiffusionPipeline
-    from cosi.diffusers_scheduler import CosiConjugateScheduler
+    from cosi.models.diffusers_scheduler import CosiConjugateScheduler
 
     pipe.scheduler = CosiConjugateScheduler.from_config(pipe.scheduler.config, lam=0.3)
     image = pipe(prompt, num_inference_steps=10).images[0]
@@ -35,12 +35,12 @@ try:
     from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
     from diffusers.utils import BaseOutput
 except ImportError as e:  # pragma: no cover - exercised only without diffusers
-    raise ImportError("cosi.diffusers_scheduler needs diffusers: pip install 'cosi[diffusers]'") from e
+    raise ImportError("cosi.models.diffusers_scheduler needs diffusers: pip install 'cosi[diffusers]'") from e
 
-from .models.diffusers_adapter import (
+from .diffusers_adapter import (
     betas_from_config, conjugate_steps, denoise_coefficients, timestep_to_time, vp_from_alphas_cumprod,
 )
-from .processes import f64
+from ..core.processes import f64
 
 __all__ = ["CosiConjugateScheduler", "CosiSchedulerOutput"]
 

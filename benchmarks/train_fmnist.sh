@@ -4,6 +4,7 @@
 #   - the VP eps-model (make_process('vp') defaults),
 #     same 6.5M-parameter U-Net, same batch and schedule, as two concurrent processes;
 #   - the Fashion-MNIST classifier (FD features), 20 epochs, alongside.
+# PROCESSES="cld" CLASSIFIER=0 trains the CLD eps-model alone (same U-Net, same schedule).
 # Each trainer saves a checkpoint and exits cleanly when its time budget is spent; running this
 # script again with the same RUN_DIR continues all three exactly where they stopped.
 # Measured on one H100 (torch 2.11): the U-Net is compiled with CUDA graphs (~80 s per call);
@@ -45,28 +46,32 @@ COMMON=(--data fmnist --data-dir "$DATA" --steps "$STEPS" --batch-size 256 --lr 
         --attn 7 --num-res-blocks 2 --dropout 0.1 --no-flip --seed 0 --save-every 5000 --log-every 500
         --max-minutes "$MIN" "$COMPILE" "$DET" --no-progress --steps-file "$RUN/steps")
 
-"$PY" -m cosi train --process psld --out "$RUN/psld" --export "$RUN/weights/fmnist-psld" "${COMMON[@]}" \
-    > "$RUN/psld.out" 2>&1 &
-PSLD=$!
-"$PY" -m cosi train --process vp --out "$RUN/vp" --export "$RUN/weights/fmnist-vp" "${COMMON[@]}" \
-    > "$RUN/vp.out" 2>&1 &
-VP=$!
-"$PY" -m cosi train-classifier --data-dir "$DATA" --out "$RUN/classifier" --epochs "${CLS_EPOCHS:-20}" --max-minutes "$MIN" \
-    --export "$RUN/weights/fmnist-classifier" --no-progress > "$RUN/classifier.out" 2>&1
-CLS=$?
-wait $PSLD; PSLD_RC=$?
-wait $VP; VP_RC=$?
+# PROCESSES (default "psld vp"): the eps-models to train side by side; CLASSIFIER=0 skips the classifier.
+PIDS=()
+for p in ${PROCESSES:-psld vp}; do
+  "$PY" -m cosi train --process "$p" --out "$RUN/$p" --export "$RUN/weights/fmnist-$p" "${COMMON[@]}" \
+      > "$RUN/$p.out" 2>&1 &
+  PIDS+=($!)
+done
+CLS=0
+if [ "${CLASSIFIER:-1}" = 1 ]; then
+  "$PY" -m cosi train-classifier --data-dir "$DATA" --out "$RUN/classifier" --epochs "${CLS_EPOCHS:-20}" \
+      --max-minutes "$MIN" --export "$RUN/weights/fmnist-classifier" --no-progress > "$RUN/classifier.out" 2>&1
+  CLS=$?
+fi
+RCS=()
+for pid in "${PIDS[@]}"; do wait "$pid"; RCS+=($?); done
 
 {
-  for m in psld vp; do
-    echo "== $m: $(tail -n 1 "$RUN/$m.out")"
-    tail -n 3 "$RUN/$m/log.jsonl" 2>/dev/null
+  for p in ${PROCESSES:-psld vp}; do
+    echo "== $p: $(tail -n 1 "$RUN/$p.out")"
+    tail -n 3 "$RUN/$p/log.jsonl" 2>/dev/null
   done
-  echo "== classifier: $(tail -n 1 "$RUN/classifier.out")"
-  echo "exit codes: psld $PSLD_RC, vp $VP_RC, classifier $CLS"
+  [ "${CLASSIFIER:-1}" = 1 ] && echo "== classifier: $(tail -n 1 "$RUN/classifier.out")"
+  echo "exit codes: ${PROCESSES:-psld vp} -> ${RCS[*]}, classifier $CLS"
 } | tee "$RUN/summary.txt"
 
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/weights" && cp "$RUN"/weights/* "$OUT/weights/" && cp "$RUN/summary.txt" "$OUT/"
 fi
-[ "$PSLD_RC" -eq 0 ] && [ "$VP_RC" -eq 0 ] && [ "$CLS" -eq 0 ]
+for rc in "${RCS[@]}" "$CLS"; do [ "$rc" -eq 0 ] || exit 1; done

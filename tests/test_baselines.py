@@ -32,7 +32,7 @@ def test_discrete_schedule_reproduces_the_process_alphas():
     p = cosi.make_process("vp")
     times, betas = discrete_schedule(p)
     abar = torch.cumprod(1 - torch.tensor(betas, dtype=torch.float64), 0)
-    want = p.marginal(torch.tensor(times, dtype=torch.float64)).mean[:, 0] ** 2
+    want = p.marginal(torch.tensor(times, dtype=torch.float64)).psi[:, 0] ** 2
     assert torch.allclose(abar, want, rtol=1e-12) and times[0] == p.t_min and times[-1] == p.T
 
 

@@ -32,7 +32,7 @@ def test_vp_A_is_inverse_alpha_and_phi_is_sigma_over_alpha():
     p = vp()
     ts = time_grid(p, 7, "quadratic")
     m = p.marginal(ts)
-    alpha, sigma = m.mean[:, 0], m.L[:, 0, 0]
+    alpha, sigma = m.psi[:, 0], m.L[:, 0, 0]
     B = torch.zeros(1, 1, dtype=f64)
     A = conjugate_A(p, B, ts, float(ts[-1]))[:, 0, 0]
     assert torch.allclose(A, alpha[-1] / alpha, rtol=1e-12)

@@ -96,8 +96,8 @@ def test_schedule_and_process_match_diffusers(schedule):
     assert isinstance(p, TabulatedVP) and p.name == "vp" and p.num_train_timesteps == 500
     n = torch.arange(500)
     m = p.marginal(timestep_to_time(n, 500))
-    assert torch.allclose(m.mean[:, 0] ** 2, ac, rtol=1e-13, atol=0)  # α(t_n)² = ᾱ_n
-    assert torch.allclose(m.mean[:, 0] ** 2 + m.L[:, 0, 0] ** 2, torch.ones(500, dtype=f64), atol=1e-14)
+    assert torch.allclose(m.psi[:, 0] ** 2, ac, rtol=1e-13, atol=0)  # α(t_n)² = ᾱ_n
+    assert torch.allclose(m.psi[:, 0] ** 2 + m.L[:, 0, 0] ** 2, torch.ones(500, dtype=f64), atol=1e-14)
     # piecewise-constant β: one DDPM step = one piece, β = −N log(1 − β_n) ≈ N β_n
     beta = p.beta(timestep_to_time(n, 500) - 0.5 / 500)
     log_ac = torch.cat([torch.zeros(1, dtype=f64), ac.log()])
@@ -138,16 +138,16 @@ def test_conjugate_steps_lam0_is_ddim_and_matches_closed_form(schedule):
         t, s = ts[:-1], ts[1:]
         mt, ms = p.marginal(t), p.marginal(s)
         d = t - s
-        cz = torch.exp(lam * d) * ms.mean[:, 0] / mt.mean[:, 0] * (1 - lam * d)
+        cz = torch.exp(lam * d) * ms.psi[:, 0] / mt.psi[:, 0] * (1 - lam * d)
         assert torch.allclose(Cz[:, 0, 0], cz, rtol=1e-12)
         # exact Stieltjes sum over a fine partition of each piece: ρ is smooth inside a piece
         for i in (0, len(t) - 1):
             u = torch.linspace(float(s[i]), float(t[i]), 20001, dtype=f64)
             u = torch.unique(torch.cat([u, p.knots[(p.knots > s[i]) & (p.knots < t[i])]]))
-            rho = p.marginal(u).L[:, 0, 0] / p.marginal(u).mean[:, 0]
+            rho = p.marginal(u).L[:, 0, 0] / p.marginal(u).psi[:, 0]
             mid = 0.5 * (u[1:] + u[:-1])
             # midpoint rule for ∫ e^{λ(u−s)} dρ: error O(h²) ~ 1e-9 here
-            ref = -ms.mean[i, 0] * (torch.exp(lam * (mid - s[i])) * (rho[1:] - rho[:-1])).sum()
+            ref = -ms.psi[i, 0] * (torch.exp(lam * (mid - s[i])) * (rho[1:] - rho[:-1])).sum()
             assert abs(float(Ce[i, 0, 0] - ref)) < 1e-8 * abs(float(ref))
 
 

@@ -38,15 +38,15 @@ def test_gddim_is_exact_for_point_mass_data(pname, eta):
 
     def propagate(Cz, Ce, Cn):
         m = p.marginal(ts[0])
-        mean, cov = m.mean * x0, m.cov.clone()
+        mean, cov = m.psi * x0, m.cov.clone()
         for i in range(len(ts) - 1):
             mi = p.marginal(ts[i])
             L_inv = torch.linalg.inv(mi.L)
             A = Cz[i] + Ce[i] @ L_inv
-            mean = A @ mean - Ce[i] @ L_inv @ (mi.mean * x0)
+            mean = A @ mean - Ce[i] @ L_inv @ (mi.psi * x0)
             cov = A @ cov @ A.T + (0 if Cn is None else Cn[i] @ Cn[i].T)
         end = p.marginal(ts[-1])
-        return (mean - end.mean * x0).abs().max(), (cov - end.cov).abs().max()
+        return (mean - end.psi * x0).abs().max(), (cov - end.cov).abs().max()
 
     mean_err, cov_err = propagate(*gddim(p, ts, eta))
     assert mean_err < 1e-10 and cov_err < 1e-10
@@ -96,7 +96,7 @@ def point_mass_eps(process, x0: float):
     """The exact ε of data concentrated at x₀: L_t⁻¹ (z − ψ_t x₀), per data coordinate."""
     def eps(z, t):
         m = process.marginal(t.to(f64)[:1])
-        blocks = z.unflatten(1, (process.k, -1)) - m.mean[0][:, None] * x0
+        blocks = z.unflatten(1, (process.k, -1)) - m.psi[0][:, None] * x0
         return torch.linalg.solve(m.L[0], blocks).flatten(1)
     return eps
 
@@ -112,7 +112,7 @@ def test_gddim_2m_on_vp_is_the_exact_integral_of_a_linear_data_prediction(tau):
     n = 8
     ts = time_grid(p, n, "quadratic")
     m = p.marginal(ts)
-    a, sg = m.mean[:, 0], m.L[:, 0, 0]
+    a, sg = m.psi[:, 0], m.L[:, 0, 0]
     lam = torch.log(a / sg)
     gmm = GaussianMixture.random(d=4, components=2, seed=2)
     eps = gmm.eps_model(p)
@@ -128,7 +128,7 @@ def test_gddim_2m_on_vp_is_the_exact_integral_of_a_linear_data_prediction(tau):
             d1 = 0 if prev is None else (x0 - prev) / (lam[i] - lam[i - 1])
             z_new = sg[i + 1] / sg[i] * z + a[i + 1] * (c0 * x0 + c1 * d1)
         else:  # x_s = (σ_s/σ_t) x_t + σ_s ∫_t^s (d e^λ/du) x̂₀(u) du with x̂₀ linear in u; by parts
-            E = lambda u: float(p.marginal(u).mean[0] / p.marginal(u).L[0, 0])  # noqa: E731  e^λ = α/σ
+            E = lambda u: float(p.marginal(u).psi[0] / p.marginal(u).L[0, 0])  # noqa: E731  e^λ = α/σ
             s_, t_ = float(ts[i + 1]), float(ts[i])
             k0 = E(s_) - E(t_)
             k1 = E(s_) * (s_ - t_) - quad(E, t_, s_, epsabs=1e-14, epsrel=1e-12)[0]

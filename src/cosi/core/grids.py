@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .processes import LinearProcess, f64
+from .processes import LinearProcess, as_time, f64
 
 GRIDS = ("uniform", "quadratic", "logsnr", "edm")
 
@@ -20,7 +20,7 @@ GRIDS = ("uniform", "quadratic", "logsnr", "edm")
 def log_snr(process: LinearProcess, t) -> Tensor:
     """log SNR of the data block: log(Ψ_xx(t, 0)² / Σ_t,xx); decreasing in t."""
     m = process.marginal(t)
-    return torch.log(m.mean[..., 0] ** 2 / m.cov[..., 0, 0])
+    return torch.log(m.psi[..., 0] ** 2 / m.cov[..., 0, 0])
 
 
 def _invert_decreasing(f, y: Tensor, lo: float, hi: float, iters: int = 52) -> Tensor:
@@ -59,14 +59,10 @@ def time_grid(process: LinearProcess, n: int, kind: str = "uniform", *, rho: flo
             raise ValueError(f"the EDM rho-grid is defined for VP only, not {process.name}; "
                              "use grid='quadratic' or 'logsnr'")
         sig = lambda t: torch.sqrt(torch.expm1(process.b(t)))  # noqa: E731
-        s_max, s_min = sig(as_f64(T)), sig(as_f64(t_min))
+        s_max, s_min = sig(as_time(T)), sig(as_time(t_min))
         s = (s_max ** (1 / rho) + (1 - u) * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
         ts = process.b_inverse(torch.log1p(s**2))
     else:
         raise ValueError(f"unknown time grid {kind!r}; choose one of {GRIDS}")
     ts[0], ts[-1] = T, t_min  # exact end points
     return ts
-
-
-def as_f64(x) -> Tensor:
-    return torch.as_tensor(x, dtype=f64)

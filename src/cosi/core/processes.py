@@ -25,10 +25,9 @@ f64 = torch.float64
 
 
 class Marginal(NamedTuple):
-    """Perturbation kernel z_t | x₀ ~ N(mean · x₀, cov), all (..., k[, k]) float64."""
+    """Perturbation kernel z_t | x₀ ~ N(ψ_t x₀, Σ_t) per data coordinate, all (..., k[, k]) float64."""
 
-    psi: Tensor  # Ψ(t, 0), (..., k, k)
-    mean: Tensor  # Ψ(t, 0)[:, 0], (..., k): μ_t = mean · x₀ per data coordinate
+    psi: Tensor  # ψ_t = Ψ(t, 0)[:, 0], (..., k): the mean μ_t = ψ_t x₀
     cov: Tensor  # Σ_t, (..., k, k)
     L: Tensor  # lower Cholesky factor of Σ_t
     L_invT: Tensor  # L_t^{-T}
@@ -178,12 +177,6 @@ class LinearProcess:
         return self._mat(self.Sigma0)
 
     @property
-    def G_(self) -> Tensor:
-        """A square root of D (D is symmetric PSD)."""
-        w, V = torch.linalg.eigh(self.D_)
-        return V @ torch.diag(w.clamp_min(0).sqrt()) @ V.T
-
-    @property
     def constant_beta(self) -> bool:
         return self.beta_0 == self.beta_1
 
@@ -226,10 +219,7 @@ class LinearProcess:
         cov = psi @ S0 @ psi.transpose(-1, -2) + noise
         cov = 0.5 * (cov + cov.transpose(-1, -2))
         L = cholesky(cov)
-        return Marginal(psi, psi[..., :, 0], cov, L, inv_transpose_lower(L))
-
-    def prior_cov(self) -> Tensor:
-        return self.marginal(self.T).cov
+        return Marginal(psi[..., :, 0], cov, L, inv_transpose_lower(L))
 
     # ---- tensors ------------------------------------------------------------------------
     def state_shape(self, data_shape) -> tuple:
@@ -260,7 +250,7 @@ class LinearProcess:
         m = self.marginal(t.to(f64))
         dt = x0.dtype
         shape = (-1,) + (1,) * (x0.dim() - 1)
-        mean = torch.cat([m.mean[:, i].to(dt).view(shape) * x0 for i in range(self.k)], 1)
+        mean = torch.cat([m.psi[:, i].to(dt).view(shape) * x0 for i in range(self.k)], 1)
         return mean + apply_blocks(m.L.to(dt), eps)
 
     def data_block(self, z: Tensor) -> Tensor:

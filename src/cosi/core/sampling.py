@@ -33,7 +33,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
            shape=None, generator: torch.Generator | None = None, *, grid=None,
            denoise: bool = False, device=None, dtype=torch.float32, progress: bool = False,
            callback: Callable | None = None, noise: Callable | None = None, graph: bool = False,
-           **options) -> SampleResult:
+           project: bool = True, **options) -> SampleResult:
     """Sample from a diffusion model with exactly ``nfe`` network calls.
 
     Args:
@@ -57,6 +57,9 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
             itself be captured (compile it with a mode without CUDA graphs). The noise comes from
             ``noise`` if it is a :class:`cosi.core.noise.CounterNoise`, else from counter-based normals
             keyed by draws of ``generator``.
+        project: on a k ≥ 2 process (CLD, PSLD), follow each network call of an ε-form sampler by the
+            consistency projection of ε (docs/integrators.md): the identity for an exact ε, and what
+            makes the ε-form samplers converge on a learned one. False: the paper's plain ε-form.
         **options: the sampler's own options (``eta``, ``lam``, ``B``, ...).
     """
     if isinstance(process, str):
@@ -70,7 +73,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
     if spec.run is not None:
         _check_external(spec, process, grid, denoise, options)
     else:
-        plan = build_plan(sampler, process, nfe, grid=grid, denoise=denoise, **options)
+        plan = build_plan(sampler, process, nfe, grid=grid, denoise=denoise, project=project, **options)
     if z_T is None:
         if shape is None:
             raise ValueError("give z_T (the initial state) or shape (the data shape, e.g. (B, C, H, W))")

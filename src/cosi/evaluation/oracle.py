@@ -62,7 +62,7 @@ class GaussianMixture:
         x0 = self.sample(n, generator).reshape(n, 1, self.d)
         m = process.marginal(torch.tensor(float(t), dtype=f64))
         xi = torch.randn(n, process.k, self.d, generator=generator, dtype=f64)
-        z = m.mean[:, None] * x0 + m.L @ xi
+        z = m.psi[:, None] * x0 + m.L @ xi
         return z.reshape(n, process.k * self.shape[0], *self.shape[1:])
 
     def sample_marginal(self, process: LinearProcess, t: float, n: int,
@@ -77,7 +77,7 @@ class GaussianMixture:
         if t == 0:
             return self
         m = process.marginal(torch.tensor(float(t), dtype=f64))
-        a, s2 = m.mean[0], m.cov[0, 0]
+        a, s2 = m.psi[0], m.cov[0, 0]
         return GaussianMixture(self.weights, a * self.means, a * a * self.variances + s2, self.shape)
 
     def kernel_mean(self, x: Tensor, s2: float) -> Tensor:
@@ -104,7 +104,7 @@ class GaussianMixture:
         t = torch.as_tensor(t, dtype=f64).expand(B) if torch.as_tensor(t).dim() == 0 \
             else torch.as_tensor(t, dtype=f64)
         m = process.marginal(t)
-        a, S = m.mean[:, None, None, :], m.cov[:, None, None]  # (B,1,1,k), (B,1,1,k,k)
+        a, S = m.psi[:, None, None, :], m.cov[:, None, None]  # (B,1,1,k), (B,1,1,k,k)
         mu = a * self.means[None, :, :, None]  # (B, J, d, k)
         cov = S + self.variances[None, :, :, None, None] * (a[..., :, None] * a[..., None, :])
         r = zb[:, None] - mu  # (B, J, d, k)

@@ -35,7 +35,7 @@ def discrete_schedule(process, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     if process.name != "vp":
         raise ValueError(f"diffusers' schedulers are VP samplers; got a {process.name} process")
     t = torch.linspace(process.t_min, process.T, n, dtype=f64)
-    abar = process.marginal(t).mean[:, 0] ** 2
+    abar = process.marginal(t).psi[:, 0] ** 2
     betas = 1 - abar / torch.cat([torch.ones(1, dtype=f64), abar[:-1]])
     return t.numpy(), betas.numpy()
 

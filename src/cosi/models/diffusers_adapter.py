@@ -285,7 +285,7 @@ def denoise_coefficients(process: LinearProcess, t) -> tuple[Tensor, Tensor]:
     """(C_z, C_ε) of the final denoising step at t (Tweedie, cosi's ``denoise=True``):
     x̂₀ = (z − σ_t ε)/α_t on VP, i.e. DDIM's step to ᾱ = 1. Float64 (K, 1, 1)."""
     m = process.marginal(torch.as_tensor(t, dtype=f64).flatten())
-    a, s = m.mean[:, 0], m.L[:, 0, 0]
+    a, s = m.psi[:, 0], m.L[:, 0, 0]
     return (1.0 / a).view(-1, 1, 1), (-s / a).view(-1, 1, 1)
 
 
@@ -452,7 +452,7 @@ class DiffusersEpsModel:
         n = self.timesteps(t)
         m = self.process.marginal(timestep_to_time(n, self.num_train_timesteps))
         shape = (-1,) + (1,) * (z.dim() - 1)
-        a = m.mean[:, 0].to(device=z.device, dtype=z.dtype).view(shape)
+        a = m.psi[:, 0].to(device=z.device, dtype=z.dtype).view(shape)
         s = m.L[:, 0, 0].to(device=z.device, dtype=z.dtype).view(shape)
         if self.prediction_type == "v_prediction":  # v = α ε − σ x₀
             return a * raw + s * z

@@ -176,8 +176,8 @@ class CosiConjugateScheduler(SchedulerMixin, ConfigMixin):
         # r₁ = C_z α_t / α_s = e^{λΔ}(1 − λΔ) (Δ = t − s) and r₂ = (C_z σ_t + C_ε)/σ_s are the
         # conjugate integrator's corrections to DDIM's weights: both are 1 for λ = 0.
         ma, ms = p.marginal(t), p.marginal(s)
-        a_t, s_t = ma.mean[:, 0], ma.L[:, 0, 0]
-        a_s = torch.where(torch.as_tensor(to_one), torch.ones_like(a_t), ms.mean[:, 0])
+        a_t, s_t = ma.psi[:, 0], ma.L[:, 0, 0]
+        a_s = torch.where(torch.as_tensor(to_one), torch.ones_like(a_t), ms.psi[:, 0])
         s_s = torch.where(torch.as_tensor(to_one), torch.ones_like(s_t), ms.L[:, 0, 0])
         r1 = Cz * a_t / a_s
         r2 = torch.where(torch.as_tensor(to_one), torch.zeros_like(s_t), (Cz * s_t + Ce) / s_s)

@@ -64,7 +64,7 @@ class MarginalTable:
         s = s0 + self.h * torch.arange(-1, n + 2, dtype=f64)
         m = process.marginal(s * s)
         self.tril = torch.tril_indices(k, k)
-        self.values = torch.cat([m.mean, m.L[:, self.tril[0], self.tril[1]]], -1).float().to(device)
+        self.values = torch.cat([m.psi, m.L[:, self.tril[0], self.tril[1]]], -1).float().to(device)
         self.tril = self.tril.to(device)
         self.offsets = torch.arange(4, device=device)
 

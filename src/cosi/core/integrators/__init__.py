@@ -40,6 +40,7 @@ class Sampler:
     doc: str = ""
     run: Callable | None = None
     calls: Callable = lambda process: (1, 0)  # (calls per step, extra calls at the start) on a process
+    eps_form: bool = True  # steps with ε itself (projected for consistency on k ≥ 2); False: with x̂₀ = w (z − L ε)
 
     def grid(self, process: LinearProcess) -> str:
         return self.default_grid.get(process.name, "uniform")
@@ -83,12 +84,12 @@ register("em", "Euler-Maruyama on the reverse SDE, noise scale eta (1 NFE/step)"
 register("ddim", "DDIM on VP, eta >= 0 (1 NFE/step)", coeffs=classic.ddim,
          processes=("vp",), default_grid=_ODE_GRIDS)
 register("gddim", "data-prediction step (DDIM generalized to every process, exact for point-mass data), "
-         "eta >= 0 (1 NFE/step)", coeffs=gddim.gddim, default_grid=_ODE_GRIDS)
+         "eta >= 0 (1 NFE/step)", coeffs=gddim.gddim, default_grid=_ODE_GRIDS, eps_form=False)
 register("gddim-s", "gddim with the reverse SDE's noise, eta = 1 by default (1 NFE/step)",
-         coeffs=gddim.gddim_s, default_grid=_ODE_GRIDS, stochastic=True)
+         coeffs=gddim.gddim_s, default_grid=_ODE_GRIDS, stochastic=True, eps_form=False)
 register("gddim-2m", "two-step data prediction (x0 linear in t through the last two calls), order 2, "
          "eta >= 0 (1 NFE/step)", build=gddim.gddim_2m_plan, options={"eta": 0.0, "tau": "t"},
-         default_grid={**_ODE_GRIDS, "cld": "logsnr"})
+         default_grid={**_ODE_GRIDS, "cld": "logsnr"}, eps_form=False)
 register("conjugate", "conjugate integrator with a constant matrix B (B=0: exponential/DDIM)",
          coeffs=conjugate.conjugate, default_grid=_ODE_GRIDS)
 register("lambda-ddim-1", "conjugate integrator with B = lam * I (lambda-DDIM-I)",
@@ -217,21 +218,26 @@ def check_sampler(s: Sampler, process: LinearProcess, options: dict) -> None:
 
 
 def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: bool = False,
-               **options) -> Plan:
-    """The plan of sampler ``name`` for exactly ``nfe`` network calls (cached)."""
+               project: bool = True, **options) -> Plan:
+    """The plan of sampler ``name`` for exactly ``nfe`` network calls (cached). ``project``: follow each
+    network call of an ε-form sampler on a k ≥ 2 process by the consistency projection of ε
+    (:meth:`Plan.project_eps`); False gives the paper's plain ε-form."""
     s = get_sampler(name)
     check_sampler(s, process, options)
     if s.build is None:
         raise ValueError(f"sampler {name!r} is run step by step by another library and has no plan; "
                          "call it through cosi.sample")
     grid = s.grid(process) if grid is None else grid
-    key = (name, process.key, nfe, _freeze(grid), bool(denoise), _freeze(sorted(options.items())))
+    project = bool(project) and s.eps_form and process.k > 1
+    key = (name, process.key, nfe, _freeze(grid), bool(denoise), project, _freeze(sorted(options.items())))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     plan = s.build(process, nfe, grid, bool(denoise), **options)
     if plan.nfe != nfe:  # a sampler bug, not a user error
         raise AssertionError(f"{name} built a plan with {plan.nfe} calls for nfe={nfe}")
+    if project:
+        plan.project_eps(process)
     _CACHE[key] = plan
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

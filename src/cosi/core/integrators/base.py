@@ -57,8 +57,8 @@ def add_denoise(plan: Plan, process: LinearProcess, t: float) -> None:
     m = process.marginal(torch.tensor(t, dtype=f64))
     k = process.k
     Cz, Ce = eye(k), torch.zeros(k, k, dtype=f64)
-    Cz[0, 0] = 1.0 / m.mean[0]
-    Ce[0] = -m.L[0] / m.mean[0]
+    Cz[0, 0] = 1.0 / m.psi[0]
+    Ce[0] = -m.L[0] / m.psi[0]
     plan.eval(t)
     plan.lin(t, plan.coeffs(Cz, Ce))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..processes import LinearProcess
+from ..processes import LinearProcess, sqrtm_psd
 from .coefficients import eye
 
 
@@ -38,7 +38,7 @@ def em(process: LinearProcess, ts: Tensor, eta: float = 1.0):
     h, beta, DLinvT = _step_parts(process, ts)
     Cz = eye(process.k) + h * beta * process.F_
     Ce = 0.5 * (1 + eta**2) * h * beta * DLinvT
-    Cn = eta * (h.abs() * beta).sqrt() * process.G_
+    Cn = eta * (h.abs() * beta).sqrt() * sqrtm_psd(process.D_)
     return Cz, Ce, Cn
 
 
@@ -52,7 +52,7 @@ def ddim(process: LinearProcess, ts: Tensor, eta: float = 0.0):
         raise ValueError(f"ddim is defined for VP only, not {process.name}; use 'gddim' (its generalization "
                          "to every process, exact for point-mass data) or 'gddim-2m'")
     mt, ms = process.marginal(ts[:-1]), process.marginal(ts[1:])
-    a_t, a_s = mt.mean[:, 0], ms.mean[:, 0]
+    a_t, a_s = mt.psi[:, 0], ms.psi[:, 0]
     s_t, s_s = mt.L[:, 0, 0], ms.L[:, 0, 0]
     c = eta * (s_s / s_t) * torch.sqrt((1 - (a_t / a_s) ** 2).clamp_min(0))
     Cz = (a_s / a_t).view(-1, 1, 1)

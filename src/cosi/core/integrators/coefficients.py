@@ -88,6 +88,31 @@ def phi_increments(process: LinearProcess, B: Tensor, ts: Tensor, t_ref: float) 
     return -(cum[torch.searchsorted(pts, hi)] - cum[torch.searchsorted(pts, lo)])
 
 
+def data_prediction_weights(process: LinearProcess, t: Tensor) -> Tensor:
+    """w_t = ψ_tᵀ Σ_t⁻¹ / (ψ_tᵀ Σ_t⁻¹ ψ_t), shape (..., 1, k): the data prediction from a state and its ε is
+    x̂₀ = w_t (z − L_t ε), the generalized-least-squares estimate of x₀ from z − L_t ε ≈ ψ_t x₀ (w_t ψ_t = 1;
+    k = 1: w = 1/ψ)."""
+    m = process.marginal(t)
+    prec_psi = torch.linalg.solve(m.cov, m.psi[..., None])  # Σ_t⁻¹ ψ_t, (..., k, 1)
+    return prec_psi.transpose(-1, -2) / (m.psi[..., None, :] @ prec_psi)
+
+
+def consistency_projection(process: LinearProcess, t: Tensor) -> tuple[Tensor, Tensor]:
+    """(P_z, P_ε), each (..., k, k), of the consistency projection of ε (docs/integrators.md):
+
+        ε̃ = L_t⁻¹ (z − ψ_t x̂₀),   x̂₀ = w_t (z − L_t ε),   i.e.   ε̃ = P_z z + P_ε ε,
+        P_z = L_t⁻¹ (I − ψ_t w_t),   P_ε = L_t⁻¹ ψ_t w_t L_t.
+
+    An exact ε has z − L_t ε = ψ_t E[x₀ | z], so ε̃ = ε; for k = 1, P_z = 0 and P_ε = 1. A learned ε of a
+    two-block process is not consistent in this sense, and the ε-form ODE amplifies the difference."""
+    m = process.marginal(t)
+    w = data_prediction_weights(process, t)
+    L_inv = m.L_invT.transpose(-1, -2)
+    psi_w = m.psi[..., None] @ w  # ψ_t w_t, (..., k, k)
+    I = torch.eye(process.k, dtype=f64)
+    return L_inv @ (I - psi_w), L_inv @ psi_w @ m.L
+
+
 def as_matrix(B, k: int, name: str = "B") -> Tensor:
     """A user's B (scalar, k×k nested list, array or tensor) as a float64 k×k tensor."""
     M = torch.as_tensor(B, dtype=f64)

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..processes import LinearProcess, f64, sqrtm_psd
 from .base import add_denoise, grid_for, steps_for
+from .coefficients import data_prediction_weights
 from .plan import Plan
 
 
@@ -84,8 +85,7 @@ def whitened_flow(process: LinearProcess, ts: Tensor, eta: float, substeps: int 
 def _step(process: LinearProcess, ts: Tensor, eta: float):
     """The pieces of the step t → s shared by the one-step and the multistep forms."""
     mt, ms = process.marginal(ts[:-1]), process.marginal(ts[1:])
-    prec_psi = torch.linalg.solve(mt.cov, mt.mean[..., None])  # Σ_t⁻¹ ψ_t, (steps, k, 1)
-    w = prec_psi.transpose(-1, -2) / (mt.mean[..., None, :] @ prec_psi)  # (steps, 1, k)
+    w = data_prediction_weights(process, ts[:-1])  # (steps, 1, k)
     U = whitened_flow(process, ts, eta)
     Phi = ms.L @ U @ mt.L_invT.transpose(-1, -2)  # L_s U L_t⁻¹
     I = torch.eye(process.k, dtype=f64)
@@ -102,7 +102,7 @@ def gddim(process: LinearProcess, ts: Tensor, eta: float = 0.0):
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     mt, ms, w, Phi, noise = _step(process, ts, eta)
-    c = ms.mean[..., None] - Phi @ mt.mean[..., None]  # ψ_s − Φ ψ_t
+    c = ms.psi[..., None] - Phi @ mt.psi[..., None]  # ψ_s − Φ ψ_t
     return Phi + c @ w, -c @ w @ mt.L, noise
 
 
@@ -125,8 +125,8 @@ def time_variable(process: LinearProcess, u: Tensor, tau: str) -> tuple[Tensor, 
     m = process.marginal(u)
     beta = process.beta(u)
     F, D = process.F_, process.D_
-    psi_x, var_x = m.mean[..., 0], m.cov[..., 0, 0]
-    dpsi_x = beta * (m.mean @ F.T)[..., 0]
+    psi_x, var_x = m.psi[..., 0], m.cov[..., 0, 0]
+    dpsi_x = beta * (m.psi @ F.T)[..., 0]
     dvar_x = beta * (F @ m.cov + m.cov @ F.T + D)[..., 0, 0]
     return 0.5 * torch.log(psi_x**2 / var_x), dpsi_x / psi_x - 0.5 * dvar_x / var_x
 
@@ -149,11 +149,11 @@ def gddim_2m_plan(process: LinearProcess, nfe: int, grid, denoise: bool, *, eta:
     steps = steps_for(nfe, 1, 0, denoise, name)
     ts = grid_for(process, steps, grid)
     mt, ms, w, Phi, noise = _step(process, ts, eta)
-    psi_t, psi_s = mt.mean[..., None], ms.mean[..., None]
+    psi_t, psi_s = mt.psi[..., None], ms.psi[..., None]
 
     def forcing(u):
         m = process.marginal(u)
-        return -(m.L_invT.transpose(-1, -2) @ m.mean[..., None])[..., 0] * time_variable(process, u, tau)[1][..., None]
+        return -(m.L_invT.transpose(-1, -2) @ m.psi[..., None])[..., 0] * time_variable(process, u, tau)[1][..., None]
 
     _, Q = whitened_flow(process, ts, eta, forcing=forcing)
     tau_ts = time_variable(process, ts, tau)[0]

@@ -25,13 +25,16 @@ from torch import Tensor
 
 from ..noise import CounterNoise
 from ..processes import f64
+from .coefficients import consistency_projection
 
 
 @dataclass(frozen=True)
 class Eval:
-    """ε ← ε_θ(z, t)."""
+    """ε ← ε_θ(z, t); with ``project`` = (chunk, row), then ε ← P_z z + P_ε ε, the consistency projection
+    (:func:`cosi.core.integrators.coefficients.consistency_projection`) with the matrices of that row."""
 
     t: float
+    project: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,17 @@ class Plan:
 
     def eval(self, t) -> None:
         self.ops.append(Eval(float(t)))
+
+    def project_eps(self, process) -> None:
+        """Follow every network call by the consistency projection of ε, ε ← P_z z + P_ε ε at the call's time
+        (float64 matrices, one row per call): no network call, one fused update."""
+        calls = [i for i, op in enumerate(self.ops) if isinstance(op, Eval)]
+        if not calls:
+            return
+        P_z, P_eps = consistency_projection(process, torch.tensor([self.ops[i].t for i in calls], dtype=f64))
+        chunk = self.coeffs(P_z, P_eps)
+        for row, i in enumerate(calls):
+            self.ops[i] = Eval(self.ops[i].t, (chunk, row))
 
     def lin(self, t, chunk: int, row: int = 0, save: int | None = None) -> None:
         """Append the update of row ``row`` of ``chunk``, reaching time t; ``save``: a chunk
@@ -178,6 +192,8 @@ def _loop(plan: Plan, eps_model: Callable, z: Tensor, noise: Callable, *, fused:
                 )
             eps = out.to(dt)
             finite[calls] = torch.isfinite(eps).all()
+            if op.project is not None:
+                eps = _apply(chunks[op.project[0]][op.project[1]], [z, eps], fused)
             calls += 1
             if bar is not None:
                 bar.update(1)

@@ -9,7 +9,7 @@
 The config is DDIMScheduler's (same defaults, same timesteps for every
 ``timestep_spacing``, same final-step conventions) plus ``lam``. Each step t → s is the
 conjugate integrator with B = λ I on the VP process whose α_t² matches ``alphas_cumprod``
-at t_n = (n + 1)/N (:class:`cosi.models.diffusers_adapter.TabulatedVP`):
+at t_n = (n + 1)/N (:class:`cosi.models.diffusers_schedule.TabulatedVP`):
 
     z_s = C_z z_t + C_ε ε_t,   C_z = A_s⁻¹ A_t (1 + λ (s − t)),   C_ε = A_s⁻¹ (Φ_s − Φ_t),
 
@@ -37,9 +37,8 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without diffusers
     raise ImportError("cosi.models.diffusers_scheduler needs diffusers: pip install 'cosi[diffusers]'") from e
 
-from .diffusers_adapter import (
-    betas_from_config, conjugate_steps, denoise_coefficients, timestep_to_time, vp_from_alphas_cumprod,
-)
+from .diffusers_schedule import betas_from_config, timestep_to_time, vp_from_alphas_cumprod
+from .diffusers_steps import conjugate_steps, denoise_coefficients
 from ..core.processes import f64
 
 __all__ = ["CosiConjugateScheduler", "CosiSchedulerOutput"]

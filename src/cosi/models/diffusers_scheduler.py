@@ -9,7 +9,7 @@
 The config is DDIMScheduler's (same defaults, same timesteps for every
 ``timestep_spacing``, same final-step conventions) plus ``lam``. Each step t → s is the
 conjugate integrator with B = λ I on the VP process whose α_t² matches ``alphas_cumprod``
-at t_n = (n + 1)/N (:class:`cosi.models.diffusers_adapter.TabulatedVP`):
+at t_n = (n + 1)/N (:class:`cosi.models.diffusers_schedule.TabulatedVP`):
 
     z_s = C_z z_t + C_ε ε_t,   C_z = A_s⁻¹ A_t (1 + λ (s − t)),   C_ε = A_s⁻¹ (Φ_s − Φ_t),
 
@@ -32,17 +32,21 @@ import torch
 
 try:
     from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.utils.torch_utils import randn_tensor
     from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
     from diffusers.utils import BaseOutput
 except ImportError as e:  # pragma: no cover - exercised only without diffusers
     raise ImportError("cosi.models.diffusers_scheduler needs diffusers: pip install 'cosi[diffusers]'") from e
 
-from .diffusers_adapter import (
-    betas_from_config, conjugate_steps, denoise_coefficients, timestep_to_time, vp_from_alphas_cumprod,
-)
+from .diffusers_schedule import betas_from_config, timestep_to_time, vp_from_alphas_cumprod
+from .diffusers_eps import PREDICTION_TYPES, prediction_to_eps
+from .diffusers_steps import conjugate_steps, denoise_coefficients
+from ..core.integrators import build_plan
+from ..core.integrators.coefficients import data_prediction_weights
+from ..core.integrators.plan import Eval, lin_update
 from ..core.processes import f64
 
-__all__ = ["CosiConjugateScheduler", "CosiSchedulerOutput"]
+__all__ = ["CosiConjugateScheduler", "CosiMultistepScheduler", "CosiSchedulerOutput"]
 
 
 @dataclass
@@ -54,7 +58,76 @@ class CosiSchedulerOutput(BaseOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
-class CosiConjugateScheduler(SchedulerMixin, ConfigMixin):
+class _VPScheduler(SchedulerMixin, ConfigMixin):
+    """What both cosi schedulers share: the float32 ᾱ table (as diffusers), DDIM's timestep rules,
+    the identity input scaling of VP, ``add_noise`` and ``get_velocity``."""
+
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+    order = 1
+
+    def _set_schedule(self) -> None:
+        self.betas = betas_from_config(self.config)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)  # float32, as diffusers
+        self.process = vp_from_alphas_cumprod(self.alphas_cumprod.to(f64))
+        self.init_noise_sigma = 1.0
+        self.num_inference_steps = None
+        N = self.config.num_train_timesteps
+        self.timesteps = torch.from_numpy(np.arange(0, N)[::-1].copy().astype(np.int64))
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
+        """The UNet takes the state itself (VP): identity."""
+        return sample
+
+    def _timesteps(self, num_inference_steps: int | None, timesteps) -> np.ndarray:
+        """The given strictly decreasing custom ``timesteps``, or DDIM's for ``num_inference_steps``."""
+        N = self.config.num_train_timesteps
+        if timesteps is not None:
+            if num_inference_steps is not None:
+                raise ValueError("pass either num_inference_steps or timesteps, not both")
+            taus = np.asarray(timesteps, dtype=np.int64)
+            if taus.ndim != 1 or taus.size < 1 or (np.diff(taus) >= 0).any() or taus[0] >= N or taus[-1] < 0:
+                raise ValueError(f"custom timesteps must be strictly decreasing integers in [0, {N - 1}]")
+            return taus
+        if num_inference_steps is None:
+            raise ValueError("set_timesteps needs num_inference_steps (or timesteps)")
+        if num_inference_steps > N:
+            raise ValueError(f"`num_inference_steps`: {num_inference_steps} cannot be larger than "
+                             f"`self.config.train_timesteps`: {N} as the unet model trained with this "
+                             f"scheduler can only handle maximal {N} timesteps.")
+        return self._ddim_timesteps(num_inference_steps)
+
+    def _ddim_timesteps(self, K: int) -> np.ndarray:
+        N, spacing = self.config.num_train_timesteps, self.config.timestep_spacing
+        if spacing == "linspace":
+            return np.linspace(0, N - 1, K).round()[::-1].copy().astype(np.int64)
+        if spacing == "leading":
+            ratio = N // K
+            return (np.arange(0, K) * ratio).round()[::-1].copy().astype(np.int64) + self.config.steps_offset
+        if spacing == "trailing":
+            return np.round(np.arange(N, 0, -N / K)).astype(np.int64) - 1
+        raise ValueError(f"timestep_spacing {spacing!r} is not supported; use 'leading', 'trailing' or 'linspace'")
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor,
+                  timesteps: torch.IntTensor) -> torch.Tensor:
+        """x_n = sqrt(ᾱ_n) x₀ + sqrt(1 − ᾱ_n) ε (for img2img-style pipelines)."""
+        ac = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
+        ac = ac[timesteps.to(original_samples.device)].flatten()
+        shape = (-1,) + (1,) * (original_samples.dim() - 1)
+        return ac.sqrt().view(shape) * original_samples + (1 - ac).sqrt().view(shape) * noise
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor) -> torch.Tensor:
+        """v = sqrt(ᾱ_n) ε − sqrt(1 − ᾱ_n) x₀."""
+        ac = self.alphas_cumprod.to(device=sample.device, dtype=sample.dtype)
+        ac = ac[timesteps.to(sample.device)].flatten()
+        shape = (-1,) + (1,) * (sample.dim() - 1)
+        return ac.sqrt().view(shape) * noise - (1 - ac).sqrt().view(shape) * sample
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+
+class CosiConjugateScheduler(_VPScheduler):
     """λ-DDIM-I (cosi's conjugate integrator with B = λ I) as a diffusers scheduler.
 
     Args: those of ``diffusers.DDIMScheduler`` (``num_train_timesteps``, ``beta_start``,
@@ -72,9 +145,6 @@ class CosiConjugateScheduler(SchedulerMixin, ConfigMixin):
     cosi's time range) it is the final denoising step x̂₀ = (z − σ ε)/α for every λ (as DDIM
     and cosi's ``denoise=True``); otherwise a conjugate step to t_0 = 1/N.
     """
-
-    _compatibles = [e.name for e in KarrasDiffusionSchedulers]
-    order = 1
 
     @register_to_config
     def __init__(
@@ -98,14 +168,8 @@ class CosiConjugateScheduler(SchedulerMixin, ConfigMixin):
     ):
         if prediction_type not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon', 'sample' or 'v_prediction', got {prediction_type!r}")
-        self.betas = betas_from_config(self.config)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)  # float32, as diffusers
+        self._set_schedule()
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
-        self.process = vp_from_alphas_cumprod(self.alphas_cumprod.to(f64))
-        self.init_noise_sigma = 1.0
-        self.num_inference_steps = None
-        self.timesteps = torch.from_numpy(np.arange(0, num_train_timesteps)[::-1].copy().astype(np.int64))
         self._rows: dict[int, int] = {}
         self._coeffs = None  # float64 (K, 2): r₁, r₂ per step (see _set_coefficients)
         self._prev: list[int] = []
@@ -114,46 +178,20 @@ class CosiConjugateScheduler(SchedulerMixin, ConfigMixin):
 
     # ---- diffusers interface -----------------------------------------------------------------
 
-    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
-        """The UNet takes the state itself (VP): identity."""
-        return sample
-
     def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device = None,
                       timesteps: list[int] | None = None):
         """DDIMScheduler's timesteps (or the given decreasing custom ``timesteps``) and the
         float64 conjugate coefficients of every step, computed once here."""
         N = self.config.num_train_timesteps
+        taus = self._timesteps(num_inference_steps, timesteps)
         if timesteps is not None:
-            if num_inference_steps is not None:
-                raise ValueError("pass either num_inference_steps or timesteps, not both")
-            taus = np.asarray(timesteps, dtype=np.int64)
-            if taus.ndim != 1 or taus.size < 1 or (np.diff(taus) >= 0).any() or taus[0] >= N or taus[-1] < 0:
-                raise ValueError(f"custom timesteps must be strictly decreasing integers in [0, {N - 1}]")
             num_inference_steps = int(taus.size)
             prev = np.append(taus[1:], -1)
         else:
-            if num_inference_steps is None:
-                raise ValueError("set_timesteps needs num_inference_steps (or timesteps)")
-            if num_inference_steps > N:
-                raise ValueError(f"`num_inference_steps`: {num_inference_steps} cannot be larger than "
-                                 f"`self.config.train_timesteps`: {N} as the unet model trained with this "
-                                 f"scheduler can only handle maximal {N} timesteps.")
-            taus = self._ddim_timesteps(num_inference_steps)
             prev = taus - N // num_inference_steps  # DDIM's rule, whatever the spacing
         self.num_inference_steps = int(num_inference_steps)
         self.timesteps = torch.from_numpy(taus.copy()).to(device)
         self._set_coefficients(taus, prev)
-
-    def _ddim_timesteps(self, K: int) -> np.ndarray:
-        N, spacing = self.config.num_train_timesteps, self.config.timestep_spacing
-        if spacing == "linspace":
-            return np.linspace(0, N - 1, K).round()[::-1].copy().astype(np.int64)
-        if spacing == "leading":
-            ratio = N // K
-            return (np.arange(0, K) * ratio).round()[::-1].copy().astype(np.int64) + self.config.steps_offset
-        if spacing == "trailing":
-            return np.round(np.arange(N, 0, -N / K)).astype(np.int64) - 1
-        raise ValueError(f"timestep_spacing {spacing!r} is not supported; use 'leading', 'trailing' or 'linspace'")
 
     def _set_coefficients(self, taus: np.ndarray, prev: np.ndarray) -> None:
         N = self.config.num_train_timesteps
@@ -259,20 +297,150 @@ class CosiConjugateScheduler(SchedulerMixin, ConfigMixin):
         sample = torch.clamp(sample, -q, q) / q
         return sample.reshape(batch_size, channels, *rest).to(dtype)
 
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor,
-                  timesteps: torch.IntTensor) -> torch.Tensor:
-        """x_n = sqrt(ᾱ_n) x₀ + sqrt(1 − ᾱ_n) ε (for img2img-style pipelines)."""
-        ac = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
-        ac = ac[timesteps.to(original_samples.device)].flatten()
-        shape = (-1,) + (1,) * (original_samples.dim() - 1)
-        return ac.sqrt().view(shape) * original_samples + (1 - ac).sqrt().view(shape) * noise
 
-    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor) -> torch.Tensor:
-        """v = sqrt(ᾱ_n) ε − sqrt(1 − ᾱ_n) x₀."""
-        ac = self.alphas_cumprod.to(device=sample.device, dtype=sample.dtype)
-        ac = ac[timesteps.to(sample.device)].flatten()
-        shape = (-1,) + (1,) * (sample.dim() - 1)
-        return ac.sqrt().view(shape) * noise - (1 - ac).sqrt().view(shape) * sample
+class CosiMultistepScheduler(_VPScheduler):
+    """cosi's gddim-2m (two-step data prediction, order 2, one network call per step) as a diffusers
+    scheduler: x̂₀ held linear in τ through the last two predictions and integrated exactly with the
+    point-mass flow (``cosi.core.integrators.gddim.gddim_2m_plan``). On VP with ``tau='logsnr'`` it is
+    DPM-Solver++(2M)'s idea; the default ``tau='t'`` holds x̂₀ linear in cosi's time t instead.
 
-    def __len__(self) -> int:
-        return self.config.num_train_timesteps
+    Args: the schedule of ``diffusers.DDIMScheduler`` (``num_train_timesteps``, ``beta_start``,
+    ``beta_end``, ``beta_schedule``, ``trained_betas``, ``prediction_type`` in 'epsilon',
+    'v_prediction', 'sample', ``timestep_spacing`` in 'linspace', 'leading', 'trailing', ``steps_offset``,
+    ``set_alpha_to_one``; ``rescale_betas_zero_snr=True`` is refused) and
+
+        eta (float, default 0): gddim's noise scale η ≥ 0 (0: the probability-flow ODE; η > 0 draws
+            noise from the ``generator`` given to ``step``, per sample for a list of generators).
+        tau ('t' or 'logsnr'): the variable in which x̂₀ is held linear.
+
+    Timesteps τ_0 > … > τ_{K−1} map to cosi times t_i = (τ_i + 1)/N (docs/interop_diffusers.md). The
+    i-th ``step`` goes from t_i to t_{i+1}: the first step is gddim's (first order, no history), the
+    others gddim-2m's. The last call: with ``set_alpha_to_one`` (default) the final denoising step
+    x̂₀ = (z − σ ε)/α at t_{K−1} (cosi's ``denoise=True``); otherwise a step to t_0 = 1/N (timestep 0),
+    or the identity if τ_{K−1} is 0 already. The float64 coefficients are the plan that
+    ``cosi.sample(..., "gddim-2m", nfe=K, grid=[t_i], denoise=...)`` runs, built once in ``set_timesteps``;
+    ``step`` applies one row of it.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: np.ndarray | list[float] | None = None,
+        prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
+        timestep_spacing: Literal["leading", "trailing", "linspace"] = "linspace",
+        steps_offset: int = 0,
+        set_alpha_to_one: bool = True,
+        rescale_betas_zero_snr: bool = False,
+        eta: float = 0.0,
+        tau: Literal["t", "logsnr"] = "t",
+    ):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        self._set_schedule()
+        self.plan = None
+        self._rows: dict[int, int] = {}
+        self._cast = {}
+        self._reg = None  # the multistep history: cosi's register r = z_p − σ_p ε_p of the last step
+        self._last = None
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device = None,
+                      timesteps: list[int] | None = None):
+        """DDIMScheduler's timesteps for ``num_inference_steps`` (or the custom strictly decreasing
+        ``timesteps``), and cosi's float64 gddim-2m plan on their times, built once here."""
+        N = self.config.num_train_timesteps
+        taus = self._timesteps(num_inference_steps, timesteps)
+        K = int(taus.size)
+        grid = timestep_to_time(torch.as_tensor(taus), N)
+        identity_last = False
+        if self.config.set_alpha_to_one:
+            nfe, denoise = K, True
+        elif taus[-1] > 0:
+            grid, nfe, denoise = torch.cat([grid, timestep_to_time(torch.zeros(1), N)]), K, False
+        else:  # the last timestep is t_0 already: its step is the identity (as DDIM's)
+            nfe, denoise, identity_last = K - 1, False, True
+        self.plan = build_plan("gddim-2m", self.process, nfe, grid=grid, denoise=denoise, eta=float(self.config.eta),
+                               tau=self.config.tau)
+        # one linear update per network call: row i of the scheduler is the update after call i
+        ops = self.plan.ops
+        lins = [ops[j + 1] for j, op in enumerate(ops) if isinstance(op, Eval)]
+        packed = []
+        for lin in lins:  # [C_z | C_ε | C_r | C_ξ], the order of lin_update's parts below
+            Cz, Ce, Cn, Cr = self.plan.chunks[lin.chunk]
+            C = torch.cat([c[lin.row] for c in (Cz, Ce, Cr, Cn) if c is not None], -1)
+            S = None if lin.save is None else torch.cat(self.plan.chunks[lin.save][:2], -1)[lin.row]
+            packed.append((lin, C, S))
+        times = grid[:K]
+        m = self.process.marginal(times)
+        w = data_prediction_weights(self.process, times)  # x̂₀ = w (z − L ε): pred_original_sample
+        self._tables = {
+            "alpha": m.psi[:, 0], "sigma": m.L[:, 0, 0],
+            "x0": torch.cat([w, -w @ m.L], -1)[:, 0],  # (K, 2): x̂₀ = [w | −w L] (z, ε)
+        }
+        self._packed = packed + ([None] if identity_last else [])
+        self._rows = {int(n): i for i, n in enumerate(taus.tolist())}
+        self._cast = {}
+        self._reg, self._last = None, None
+        self.num_inference_steps = K
+        self.timesteps = torch.from_numpy(taus.copy()).to(device)
+
+    def _on(self, device, dtype) -> list:
+        key = (device, dtype)
+        if key not in self._cast:
+            to = lambda c: None if c is None else c.to(device=device, dtype=dtype)  # noqa: E731
+            tab = {k: to(v) for k, v in self._tables.items()}
+            self._cast[key] = [(None if p is None else (p[0], to(p[1]), to(p[2])), tab["alpha"][i], tab["sigma"][i],
+                                tab["x0"][i]) for i, p in enumerate(self._packed)]
+        return self._cast[key]
+
+    def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor,
+             generator: torch.Generator | list[torch.Generator] | None = None,
+             variance_noise: torch.Tensor | None = None, return_dict: bool = True, eta: float | None = None):
+        """One gddim-2m step from ``timestep`` to the next of ``self.timesteps`` (call them in order).
+
+        ``generator`` (one, or a list with one per sample) or ``variance_noise`` supply the noise when
+        the config's ``eta`` > 0; ``eta``, if given, must equal the config's (the coefficients depend
+        on it). Returns :class:`CosiSchedulerOutput` or ``(prev_sample, pred_original_sample)``."""
+        if self.plan is None:
+            raise ValueError("Number of inference steps is 'None', you need to run 'set_timesteps' after "
+                             "creating the scheduler")
+        if eta is not None and eta != self.config.eta:
+            raise ValueError(f"eta={eta} differs from the scheduler's eta={self.config.eta}: the coefficients "
+                             "are built for it; set it in the config (CosiMultistepScheduler.from_config(..., eta=))")
+        n = int(timestep.item() if isinstance(timestep, torch.Tensor) else timestep)
+        if n not in self._rows:
+            raise ValueError(f"timestep {n} is not one of this scheduler's timesteps {list(self._rows)[:4]}...; "
+                             "call set_timesteps first and step through scheduler.timesteps")
+        i = self._rows[n]
+        if i > 0 and self._last != i - 1:
+            raise ValueError(f"timestep {n} is step {i} of the multistep run but the previous step was "
+                             f"{self._last}: step through scheduler.timesteps in order, from the first")
+        dtype = sample.dtype if sample.dtype in (torch.float32, torch.float64) else torch.float32
+        row, a, s, x0w = self._on(sample.device, dtype)[i]
+        z = sample.to(dtype)
+        eps = prediction_to_eps(self.config.prediction_type, model_output.to(dtype), z, a, s)
+        x0 = lin_update(x0w[None], z, eps)
+        if row is None:  # the identity last step
+            prev = z
+        else:
+            lin, C, S = row
+            parts = [z, eps]
+            if lin.uses_reg:
+                parts.append(self._reg)
+            if lin.noisy:
+                xi = variance_noise if variance_noise is not None else randn_tensor(
+                    z.shape, generator=generator, device=z.device, dtype=z.dtype)
+                parts.append(xi.to(dtype))
+            if S is not None:
+                self._reg = lin_update(S, z, eps)
+            prev = lin_update(C, *parts)
+        self._last = i
+        prev, x0 = prev.to(sample.dtype), x0.to(sample.dtype)
+        if not return_dict:
+            return prev, x0
+        return CosiSchedulerOutput(prev_sample=prev, pred_original_sample=x0)

@@ -15,6 +15,7 @@ import torch
 
 from ..processes import LinearProcess
 from . import classic, conjugate, gddim
+from . import eta as eta_schedule
 from .splitting import Scheme, scheme_calls, splitting_plan
 from .base import NFEError, grid_for, single_call_plan, steps_for
 from .plan import Plan
@@ -103,8 +104,9 @@ def register_splitting(name: str, description: str, scheme: Scheme, **defaults) 
 
     def build(process, nfe, grid, denoise, **options):
         opts = {**defaults, **options}
-        if opts.get("eta") == "auto":  # measured on the PSLD oracle: eta = 1 diverges at NFE 20
-            opts["eta"] = min(1.0, nfe / 50)
+        if scheme.stochastic:  # eta='auto': the stable schedule measured by exact moment propagation (eta.py)
+            opts["eta"] = eta_schedule.resolve(name, process.name, nfe - int(denoise), opts["eta"],
+                                               warn=grid == _ODE_GRIDS.get(process.name))
         return splitting_plan(process, scheme, nfe, grid, denoise, name=name, **opts)
 
     if scheme.stochastic:  # which linear terms O integrates with the noise, and the position's own noise
@@ -132,27 +134,27 @@ register_splitting("csps-d", "conjugate splitting PSLD sampler, deterministic: A
                    "B (Euler), A/2 (conjugate); the best deterministic splitting preset",
                    Scheme("A*BA", (H, 1, H), "A=conjugate,B=euler", "reduced"), lam=-3.0)
 # stochastic (reverse SDE family, noise scale eta; same marginals for every eta)
-register_splitting("oba", "naive OBA splitting (stochastic)", Scheme("OBA", (1, 1, 1), "euler", "naive"), eta=1.0)
-register_splitting("bao", "naive BAO splitting (stochastic)", Scheme("BAO", (1, 1, 1), "euler", "naive"), eta=1.0)
+register_splitting("oba", "naive OBA splitting (stochastic)", Scheme("OBA", (1, 1, 1), "euler", "naive"), eta="auto")
+register_splitting("bao", "naive BAO splitting (stochastic)", Scheme("BAO", (1, 1, 1), "euler", "naive"), eta="auto")
 register_splitting("obab", "naive OBAB splitting (stochastic)", Scheme("OBAB", (1, H, 1, H), "euler", "naive"),
-                   eta=1.0)
+                   eta="auto")
 register_splitting("baoab", "naive BAOAB splitting (stochastic)",
-                   Scheme("BAOAB", (H, H, 1, H, H), "euler", "naive"), eta=1.0)
-register_splitting("roba", "reduced OBA: one call per step", Scheme("O*BA", (1, 1, 1), "euler", "reduced"), eta=1.0)
-register_splitting("rbao", "reduced BAO: one call per step", Scheme("*BAO", (1, 1, 1), "euler", "reduced"), eta=1.0)
+                   Scheme("BAOAB", (H, H, 1, H, H), "euler", "naive"), eta="auto")
+register_splitting("roba", "reduced OBA: one call per step", Scheme("O*BA", (1, 1, 1), "euler", "reduced"), eta="auto")
+register_splitting("rbao", "reduced BAO: one call per step", Scheme("*BAO", (1, 1, 1), "euler", "reduced"), eta="auto")
 register_splitting("robab", "reduced OBAB: one call per step (+1 at T)",
-                   Scheme("OBA*B", (1, H, 1, H), "euler", "reduced"), eta=1.0)
+                   Scheme("OBA*B", (1, H, 1, H), "euler", "reduced"), eta="auto")
 register_splitting("rbaoab", "reduced BAOAB: one call per step (+1 at T)",
-                   Scheme("BAOA*B", (H, H, 1, H, H), "euler", "reduced"), eta=1.0)
+                   Scheme("BAOA*B", (H, H, 1, H, H), "euler", "reduced"), eta="auto")
 register_splitting("coba", "conjugate OBA: exponential sub-flows, one call per step",
-                   Scheme("O*BA", (1, 1, 1), "conjugate", "reduced"), eta=1.0, lam=0.0)
+                   Scheme("O*BA", (1, 1, 1), "conjugate", "reduced"), eta="auto", lam=0.0)
 register_splitting("sps-s", "splitting PSLD sampler, stochastic: O, B/2, A, call, B/2 (reduced OBAB); "
-                   "eta='auto' = min(1, nfe/50)", Scheme("OBA*B", (1, H, 1, H), "euler", "reduced"), eta="auto")
+                   "eta='auto': the measured stable schedule", Scheme("OBA*B", (1, H, 1, H), "euler", "reduced"), eta="auto")
 register_splitting("csps-s", "conjugate splitting PSLD sampler, stochastic: O, B/2, A (conjugate), call, "
-                   "B/2; eta='auto' = min(1, nfe/50)",
+                   "B/2; eta='auto': the measured stable schedule",
                    Scheme("OBA*B", (1, H, 1, H), "A=conjugate,B=euler", "reduced"), eta="auto", lam=0.0)
 register_splitting("sscs", "CLD's symmetric splitting sampler SSCS (Dockhorn et al. 2022)",
-                   Scheme("O*BAO", (H, 1, 1, H), "euler", "reduced", o_part="linear"), eta=1.0)
+                   Scheme("O*BAO", (H, 1, 1, H), "euler", "reduced", o_part="linear"), eta="auto")
 
 
 def register_external(name: str, description: str, run: Callable, *, options: dict, processes: tuple,

@@ -112,6 +112,7 @@ def multistep_plan(process: LinearProcess, nfe: int, grid, denoise: bool, *, ord
 
     plan = Plan(k)
     times = ts.tolist()
+    nodes, coef = [], {}  # the previous step's, for its corrector
     for i in range(steps):
         plan.eval(times[i])
         if corrector and i > 0:  # redo step i − 1 through the prediction just made (no call)

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..core.integrators import build_plan
 from ..core.integrators.base import add_denoise
-from ..core.integrators.plan import Eval, Plan
+from ..core.integrators.plan import Eval, Lin, Plan
 from ..core.processes import LinearProcess, f64, make_process
 
 
@@ -85,9 +85,13 @@ def propagate(plan: Plan, process: LinearProcess, mu0, S0, z_T_mean: Tensor | No
         m_T, P_T = gaussian_marginal(process, mu0, S0, t0)
         z_T_mean = m_T if z_T_mean is None else z_T_mean
         z_T_cov = P_T if z_T_cov is None else z_T_cov
-    Z, E, R = slice(0, k), slice(k, 2 * k), slice(2 * k, 3 * k)
-    mean = torch.zeros(d, 3 * k, dtype=f64)
-    cov = torch.zeros(d, 3 * k, 3 * k, dtype=f64)
+    lins = [op for op in plan.ops if isinstance(op, Lin)]
+    n_reg = max([1] + [op.slot + 1 for op in lins if op.save is not None] + [int(op.uses_reg) for op in lins])
+    Z, E = slice(0, k), slice(k, 2 * k)
+    R = [slice((2 + j) * k, (3 + j) * k) for j in range(n_reg)]  # the registers r_0, r_1, …
+    n = (2 + n_reg) * k
+    mean = torch.zeros(d, n, dtype=f64)
+    cov = torch.zeros(d, n, n, dtype=f64)
     mean[:, Z] = torch.as_tensor(z_T_mean, dtype=f64).expand(d, k)
     cov[:, Z, Z] = torch.as_tensor(z_T_cov, dtype=f64).expand(d, k, k)
 
@@ -104,28 +108,32 @@ def propagate(plan: Plan, process: LinearProcess, mu0, S0, z_T_mean: Tensor | No
     As, as_ = exact_eps(process, mu0, S0, torch.tensor(calls, dtype=f64)) if calls else (None, None)
     n_call = 0
     for op in plan.ops:
-        T = torch.eye(3 * k, dtype=f64).repeat(d, 1, 1)
+        T = torch.eye(n, dtype=f64).repeat(d, 1, 1)
         if isinstance(op, Eval):
             A, a = As[n_call], as_[n_call]
             n_call += 1
             T[:, E, E] = 0
             T[:, E, Z] = A
-            c = torch.zeros(d, 3 * k, dtype=f64)
+            c = torch.zeros(d, n, dtype=f64)
             c[:, E] = a
             affine(T, c)
             if op.project is not None:
                 P_z, P_e = (plan.chunks[op.project[0]][i][op.project[1]] for i in (0, 1))
-                T = torch.eye(3 * k, dtype=f64).repeat(d, 1, 1)
+                T = torch.eye(n, dtype=f64).repeat(d, 1, 1)
                 T[:, E, Z], T[:, E, E] = P_z, P_e
                 affine(T)
             continue
-        Cz, Ce, Cn, Cr = (None if c is None else c[op.row] for c in plan.chunks[op.chunk])
+        Cz, Ce, Cn, Cr = plan.chunks[op.chunk]
+        Cz, Ce, Cn = (None if c is None else c[op.row] for c in (Cz, Ce, Cn))
+        Cr = None if Cr is None else tuple(c[op.row] for c in Cr) if isinstance(Cr, tuple) else Cr[op.row]
         T[:, Z, Z] = Cz
         T[:, Z, E] = Ce if Ce is not None else 0
-        T[:, Z, R] = Cr if Cr is not None else 0
+        for j, C in enumerate(() if Cr is None else Cr if isinstance(Cr, tuple) else (Cr,)):
+            T[:, Z, R[j]] = C
         if op.save is not None:
             Sz, Se = (plan.chunks[op.save][i][op.row] for i in (0, 1))
-            T[:, R, Z], T[:, R, E], T[:, R, R] = Sz, Se, 0
+            r = R[op.slot]
+            T[:, r, Z], T[:, r, E], T[:, r, r] = Sz, Se, 0
         affine(T, noise=None if Cn is None else Cn @ Cn.T)
     return mean[:, Z], cov[:, Z, Z]
 

@@ -24,10 +24,24 @@ from torch import Tensor
 
 from ..core.processes import f64
 
-SCHEDULERS = {
-    "dpm-solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "unipc": ("UniPCMultistepScheduler", {"solver_order": 2}),
+_END = {"final_sigmas_type": "sigma_min"}  # end at t_min (DEIS always does)
+SCHEDULERS = {  # name -> (diffusers class, its settings); options override them
+    "dpm-solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, **_END}),
+    "dpm-solver++-3m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 3, **_END}),
+    "unipc": ("UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh2", **_END}),
+    "unipc-bh2-3": ("UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh2", **_END}),
+    "unipc-bh1-2": ("UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh1", **_END}),
+    "unipc-bh1-3": ("UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh1", **_END}),
+    "deis": ("DEISMultistepScheduler", {"algorithm_type": "deis", "solver_order": 3}),
 }
+
+# Every peer setting the benchmarks sweep (issue 21): (sampler, options); the Karras and lu-lambda
+# step placements are options of the same sampler.
+PEER_SETTINGS = [(name, {key: True} if key else {}) for name in ("dpm-solver++", "dpm-solver++-3m")
+                 for key in (None, "use_lu_lambdas", "use_karras_sigmas")] + \
+                [(name, {}) for name in ("unipc", "unipc-bh2-3", "unipc-bh1-2", "unipc-bh1-3")] + \
+                [(name, {"use_karras_sigmas": True}) for name in ("unipc", "unipc-bh2-3")] + \
+                [("deis", {}), ("ipndm", {}), ("ipndm", {"spacing": "logsnr"})]
 
 
 def discrete_schedule(process, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -48,8 +62,7 @@ def make_scheduler(name: str, process, num_train_timesteps: int = 1000, **option
     cls_name, defaults = SCHEDULERS[name]
     _, betas = discrete_schedule(process, num_train_timesteps)
     return getattr(diffusers, cls_name)(num_train_timesteps=num_train_timesteps, trained_betas=betas,
-                                        prediction_type="epsilon", final_sigmas_type="sigma_min",
-                                        **{**defaults, **options})
+                                        prediction_type="epsilon", **{**defaults, **options})
 
 
 @torch.no_grad()
@@ -73,18 +86,51 @@ def run(name: str, eps_model, process, nfe: int, z: Tensor, num_train_timesteps:
     return z, calls
 
 
+@torch.no_grad()
+def run_ipndm(eps_model, process, nfe: int, z: Tensor, spacing: str = "edm") -> tuple[Tensor, int]:
+    """iPNDM (Zhang & Chen 2023, the DEIS paper's improved PNDM; 4th-order Adams–Bashforth in ε on
+    x/α, lower order at the start) by diffusers' IPNDMScheduler. That scheduler carries its own
+    (cosine) schedule, so its α, σ are set to cosi's VP values on a cosi grid ``spacing``
+    (default EDM's ρ = 7 grid, iPNDM's usual one); NFE = steps, ending at t_min."""
+    import diffusers
+
+    from ..core.grids import time_grid
+
+    ts = time_grid(process, nfe, spacing)
+    m = process.marginal(ts)
+    sched = diffusers.IPNDMScheduler()
+    sched.set_timesteps(nfe, device=z.device)
+    sched.alphas = m.psi[:, 0].to(torch.float32)
+    sched.betas = m.L[:, 0, 0].to(torch.float32)  # diffusers' name for σ here
+    calls = 0
+    for i, n in enumerate(sched.timesteps):
+        eps = eps_model(z, torch.full((z.shape[0],), float(ts[i]), device=z.device, dtype=z.dtype))
+        z = sched.step(eps.to(z.dtype), n, z).prev_sample
+        calls += 1
+    return z, calls
+
+
 def register() -> None:
     """Make the peers selectable by name in ``cosi.sample`` and the CLI (VP only)."""
     from ..core.integrators import register_external
 
-    common = {"solver_order": 2, "timestep_spacing": "linspace", "lower_order_final": True}
+    common = {"timestep_spacing": "linspace", "lower_order_final": True, "use_karras_sigmas": False}
     for name, description, extra in [
         ("dpm-solver++", "DPM-Solver++ (2M) on VP, diffusers' scheduler (baseline, 1 NFE/step)",
          {"use_lu_lambdas": False}),
+        ("dpm-solver++-3m", "DPM-Solver++ (3M) on VP, diffusers' scheduler (baseline, 1 NFE/step)",
+         {"use_lu_lambdas": False}),
         ("unipc", "UniPC (bh2, order 2) on VP, diffusers' scheduler (baseline, 1 NFE/step)", {}),
+        ("unipc-bh2-3", "UniPC (bh2, order 3) on VP, diffusers' scheduler (baseline, 1 NFE/step)", {}),
+        ("unipc-bh1-2", "UniPC (bh1, order 2) on VP, diffusers' scheduler (baseline, 1 NFE/step)", {}),
+        ("unipc-bh1-3", "UniPC (bh1, order 3) on VP, diffusers' scheduler (baseline, 1 NFE/step)", {}),
+        ("deis", "DEIS (tAB, order 3, log-rho) on VP, diffusers' scheduler (baseline, 1 NFE/step)", {}),
     ]:
-        register_external(name, description, functools.partial(run, name), options={**common, **extra},
-                          processes=("vp",), doc=__doc__)
+        order = SCHEDULERS[name][1]["solver_order"]
+        register_external(name, description, functools.partial(run, name),
+                          options={**common, "solver_order": order, **extra}, processes=("vp",), doc=__doc__)
+    register_external("ipndm", "iPNDM on VP, diffusers' IPNDMScheduler on a cosi grid (baseline, 1 NFE/step)",
+                      run_ipndm, options={"spacing": "edm"}, processes=("vp",), doc=run_ipndm.__doc__)
 
 
 register()

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..processes import LinearProcess
-from . import classic, conjugate, gddim
+from . import classic, conjugate, gddim, multistep
 from . import eta as eta_schedule
 from .splitting import Scheme, scheme_calls, splitting_plan
 from .base import NFEError, grid_for, single_call_plan, steps_for
@@ -91,6 +91,22 @@ register("gddim-s", "gddim with the reverse SDE's noise, eta = 1 by default (1 N
 register("gddim-2m", "two-step data prediction (x0 linear in t through the last two calls), order 2, "
          "eta >= 0 (1 NFE/step)", build=gddim.gddim_2m_plan, options={"eta": 0.0, "tau": "t"},
          default_grid={**_ODE_GRIDS, "cld": "logsnr"}, eps_form=False)
+
+
+def _multistep(order: int, corrector: bool, name: str) -> Callable:
+    def build(process, nfe, grid, denoise, eta=0.0, tau="t", lower_order_final=False):
+        return multistep.multistep_plan(process, nfe, grid, denoise, order=order, corrector=corrector, eta=eta,
+                                        tau=tau, lower_order_final=lower_order_final, name=name)
+    build.__doc__ = multistep.multistep_plan.__doc__
+    return build
+
+
+for _q, _c in ((3, False), (2, True), (3, True)):
+    _name = f"gddim-{_q}m" + ("-c" if _c else "")
+    register(_name, f"{_q}-step data prediction (x0 polynomial in t through the last {_q} calls)"
+             + (", with UniPC's corrector (no extra call)" if _c else "")
+             + f", order {_q + _c}, eta >= 0 (1 NFE/step)", build=_multistep(_q, _c, _name),
+             options={"eta": 0.0, "tau": "t", "lower_order_final": False}, default_grid=_ODE_GRIDS, eps_form=False)
 register("conjugate", "conjugate integrator with a constant matrix B (B=0: exponential/DDIM)",
          coeffs=conjugate.conjugate, default_grid=_ODE_GRIDS)
 register("lambda-ddim-1", "conjugate integrator with B = lam * I (lambda-DDIM-I)",

@@ -9,8 +9,9 @@ z, the latest network output ε and fresh Gaussian noise ξ:
 interleaved with network calls ε ← ε_θ(z, t). A sampler is therefore a list of such
 operations whose float64 coefficients are computed once per (process, sampler options,
 grid) and cached; the loop in :func:`run_plan` only applies them. Multistep samplers also
-keep one register r, a state-shaped memory of an earlier step: an update may read it
-(z ← … + C_r r) and save into it (r ← S_z z + S_ε ε, from the values before the update).
+keep registers r_0, r_1, …, state-shaped memories of earlier steps: an update may read the
+first n of them (z ← … + Σ_j C_r,j r_j) and save into one slot (r_j ← S_z z + S_ε ε, from the
+values before the update).
 """
 
 from __future__ import annotations
@@ -39,17 +40,19 @@ class Eval:
 
 @dataclass(frozen=True)
 class Lin:
-    """z ← C_z z + C_ε ε + C_r r + C_ξ ξ with the matrices of row ``row`` of coefficient chunk
-    ``chunk``; ``t`` is the time the state reaches (for callbacks). With ``save`` (a chunk of
-    (S_z, S_ε)), also r ← S_z z + S_ε ε from the same z and ε, before z changes."""
+    """z ← C_z z + C_ε ε + Σ_j C_r,j r_j + C_ξ ξ with the matrices of row ``row`` of coefficient
+    chunk ``chunk``; ``t`` is the time the state reaches (for callbacks). ``uses_reg``: how many
+    registers r_0 … r_{n−1} it reads (True = 1). With ``save`` (a chunk of (S_z, S_ε)), also
+    r_slot ← S_z z + S_ε ε from the same z and ε, before z changes (the update reads the old r_slot)."""
 
     chunk: int
     row: int
     uses_eps: bool
     noisy: bool
     t: float
-    uses_reg: bool = False
+    uses_reg: int = 0
     save: int | None = None
+    slot: int = 0
 
 
 @dataclass
@@ -58,7 +61,8 @@ class Plan:
 
     A chunk is a tuple (C_z, C_ε, C_ξ, C_r) of (n, k, k) stacks, typically one row per step of
     one kind of sub-update, computed vectorized over the grid; C_ε, C_ξ or C_r is None when the
-    update does not use ε, noise or the register.
+    update does not use ε, noise or a register. An update that reads several registers has C_r a
+    tuple of (n, k, k) stacks, one per register slot 0, 1, ….
     """
 
     k: int
@@ -76,9 +80,12 @@ class Plan:
 
     def coeffs(self, Cz: Tensor, Ce: Tensor | None = None, Cn: Tensor | None = None,
                Cr: Tensor | None = None) -> int:
-        """Register a chunk of (n, k, k) coefficient stacks; returns its id."""
+        """Register a chunk of (n, k, k) coefficient stacks (Cr: one stack, or a list of them for
+        registers 0, 1, …); returns its id."""
         as64 = lambda c: None if c is None else c.to(f64).reshape(-1, self.k, self.k)  # noqa: E731
-        self.chunks.append((as64(Cz), as64(Ce), as64(Cn), as64(Cr)))
+        if isinstance(Cr, (list, tuple)):
+            Cr = Cr[0] if len(Cr) == 1 else tuple(as64(c) for c in Cr)
+        self.chunks.append((as64(Cz), as64(Ce), as64(Cn), Cr if isinstance(Cr, tuple) else as64(Cr)))
         return len(self.chunks) - 1
 
     def eval(self, t) -> None:
@@ -95,13 +102,14 @@ class Plan:
         for row, i in enumerate(calls):
             self.ops[i] = Eval(self.ops[i].t, (chunk, row))
 
-    def lin(self, t, chunk: int, row: int = 0, save: int | None = None) -> None:
+    def lin(self, t, chunk: int, row: int = 0, save: int | None = None, slot: int = 0) -> None:
         """Append the update of row ``row`` of ``chunk``, reaching time t; ``save``: a chunk
-        (S_z, S_ε) whose row ``row`` writes the register from the values before the update."""
+        (S_z, S_ε) whose row ``row`` writes register ``slot`` from the values before the update."""
         _, Ce, Cn, Cr = self.chunks[chunk]
         if save is not None and (self.chunks[save][2] is not None or self.chunks[save][3] is not None):
             raise ValueError("a register save reads z and ε only")
-        self.ops.append(Lin(chunk, row, Ce is not None, Cn is not None, float(t), Cr is not None, save))
+        regs = 0 if Cr is None else len(Cr) if isinstance(Cr, tuple) else 1
+        self.ops.append(Lin(chunk, row, Ce is not None, Cn is not None, float(t), regs, save, slot))
 
 
 class ModelError(RuntimeError):
@@ -144,7 +152,13 @@ def _fused_updates() -> dict:
     def u4(C, z, a, b, c):
         return lin_update(C, z, a, b, c)
 
-    return {n: torch.compile(f, dynamic=True) for n, f in ((1, u1), (2, u2), (3, u3), (4, u4))}
+    def u5(C, z, a, b, c, d):
+        return lin_update(C, z, a, b, c, d)
+
+    def u6(C, z, a, b, c, d, e):
+        return lin_update(C, z, a, b, c, d, e)
+
+    return {n: torch.compile(f, dynamic=True) for n, f in ((1, u1), (2, u2), (3, u3), (4, u4), (5, u5), (6, u6))}
 
 
 def _apply(C: Tensor, parts: list, fused: bool) -> Tensor:
@@ -166,7 +180,8 @@ def _packed(plan: Plan, device: torch.device, dtype: torch.dtype) -> list:
     the plan."""
     key = (str(device), dtype)
     if key not in plan.on_device:
-        plan.on_device[key] = [torch.cat([c for c in (Cz, Ce, Cr, Cn) if c is not None], -1)
+        regs = lambda Cr: Cr if isinstance(Cr, tuple) else (Cr,)  # noqa: E731
+        plan.on_device[key] = [torch.cat([c for c in (Cz, Ce, *regs(Cr), Cn) if c is not None], -1)
                                .to(device=device, dtype=dtype) for Cz, Ce, Cn, Cr in plan.chunks]
     return plan.on_device[key]
 
@@ -179,7 +194,7 @@ def _loop(plan: Plan, eps_model: Callable, z: Tensor, noise: Callable, *, fused:
     dev, dt = z.device, z.dtype
     chunks = _packed(plan, dev, dt)
     finite = torch.ones(max(plan.nfe, 1), dtype=torch.bool, device=dev)
-    eps, reg, calls, n_noise = None, None, 0, 0
+    eps, regs, calls, n_noise = None, {}, 0, 0
     B = z.shape[0]
     for op in plan.ops:
         if isinstance(op, Eval):
@@ -202,12 +217,12 @@ def _loop(plan: Plan, eps_model: Callable, z: Tensor, noise: Callable, *, fused:
         if op.uses_eps:
             parts.append(eps)
         if op.uses_reg:
-            parts.append(reg)
+            parts.extend(regs[j] for j in range(int(op.uses_reg)))
         if op.noisy:
             parts.append(noise(n_noise, z))
             n_noise += 1
         if op.save is not None:
-            reg = _apply(chunks[op.save][op.row], [z, eps], fused)
+            regs[op.slot] = _apply(chunks[op.save][op.row], [z, eps], fused)
         z = _apply(chunks[op.chunk][op.row], parts, fused)
         if callback is not None:
             callback({"t": op.t, "z": z, "eps": eps, "calls": calls})

@@ -221,9 +221,9 @@ def official_state_dict(checkpoint: dict, ema: bool = True) -> dict[str, Tensor]
     if not isinstance(sd, dict) or not sd:
         raise OfficialCheckpointError("not a PSLD checkpoint: it has no (non-empty) state_dict — pass the "
                                       "official .ckpt file")
-    if not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in sd.items()):
-        raise OfficialCheckpointError("not a PSLD checkpoint: its state_dict maps names to other things than "
-                                      "tensors — pass the official .ckpt file")
+    if not all(isinstance(k, str) for k in sd):
+        raise OfficialCheckpointError("not a PSLD checkpoint: its state_dict has keys that are not names — pass "
+                                      "the official .ckpt file")
     sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
     if all(k.startswith("all_modules.") for k in sd):
         return dict(sd)
@@ -295,8 +295,13 @@ def load_official_checkpoint(path, preset, ema: bool = True, map_location="cpu",
     """
     label, config = get_preset(preset)
     checkpoint = read_checkpoint(path, map_location, trust_pickle)
+    weights = official_state_dict(checkpoint, ema=ema)
+    odd = sorted(k for k, v in weights.items() if not isinstance(v, Tensor))
+    if odd:
+        raise OfficialCheckpointError(f"not a PSLD checkpoint: {Path(path).name} holds non-tensor weights "
+                                      f"({_listing(odd, 3)}) — pass the official .ckpt file")
     state = {k: v.float() if v.is_floating_point() else v
-             for k, v in official_state_dict(checkpoint, ema=ema).items()}
+             for k, v in weights.items()}
     with torch.device("meta"):  # no memory and no random init: the checkpoint's tensors are used
         net = NCSNpp(config)
     which = "EMA" if ema else "online"

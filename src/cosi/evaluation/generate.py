@@ -3,9 +3,12 @@ resumable folder of PNGs.
 
 Every random number a sample uses — its prior draw z_T and the noise of each stochastic
 update — is a function of (seed, sample index, draw index, element index) alone, computed by a
-counter-based hash on the device (:mod:`cosi.core.noise`). So sample i is the same whatever the
-batch size, the order in which batches run, or the number of processes that share the work,
-for deterministic and stochastic samplers alike.
+counter-based hash on the device (:mod:`cosi.core.noise`). So sample i starts from the same prior
+draw and sees the same noise, bitwise, whatever the batch size, the order in which batches run, or
+the number of processes that share the work, for deterministic and stochastic samplers alike. Its
+values are equal only up to float rounding: the network's kernels depend on the batch size, so
+after 8-bit quantization a pixel can move by one grey level between batch sizes
+(docs/performance.md).
 
 :func:`generate_folder` writes ``<index:06d>.png`` (8-bit, as FID tools read them) and a
 ``manifest.json`` naming the model, sampler, options and seed. Images are written atomically

@@ -278,5 +278,15 @@ def test_metrics_refuse_non_finite_values():
         FeatureStats(2).update(torch.tensor([[0.0, float("nan")], [1.0, 2.0]]))
     mu, cov = np.zeros(2), np.eye(2)
     with pytest.raises(ValueError, match="non-finite"):
-        frechet_distance(mu, cov * np.inf, mu, cov)
+        frechet_distance(mu, np.full((2, 2), np.inf), mu, cov)
 
+
+
+def test_the_console_script_entry_point_resolves():
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    spec = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]["cosi"]
+    module, attr = spec.split(":")
+    assert callable(getattr(importlib.import_module(module), attr))

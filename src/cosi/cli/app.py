@@ -489,6 +489,10 @@ def bench_speed(
     as_json: bool = typer.Option(False, "--json", help="one JSON line per cell"),
 ) -> None:
     """Wall time of each sampler against the same number of bare network calls, in one run."""
+    validate.nfe(nfe)
+    for b in batch_size:
+        validate.positive(b, "--batch-size")
+    validate.positive(repeats, "--repeats")
     from ..evaluation.benchmark import speed
     from ..core.integrators import SAMPLERS
 

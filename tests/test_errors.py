@@ -290,3 +290,22 @@ def test_the_console_script_entry_point_resolves():
     spec = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]["cosi"]
     module, attr = spec.split(":")
     assert callable(getattr(importlib.import_module(module), attr))
+
+
+def test_debug_also_shows_errors_a_command_catches_itself(tmp_path):
+    _png_folder(tmp_path, 3)
+    args = ["eval", str(tmp_path), "--n", "5"]  # `cosi eval` catches folder_fd's ValueError and calls _fail
+    assert "the folder holds 3 samples" in runner.invoke(app, args).output
+    r = runner.invoke(app, ["--debug", *args])
+    assert isinstance(r.exception, ValueError) and "the folder holds 3 samples" in str(r.exception)
+
+
+def test_a_corrupt_cosi_model_pair_is_one_line(tmp_path, tiny):
+    import shutil
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tiny + suffix, tmp_path / f"m{suffix}")
+    (tmp_path / "m.safetensors").write_bytes(b"")
+    refused(["sample", "-m", tmp_path / "m", "--nfe", 4, "--n", 2, "--out", tmp_path / "o", "-q"],
+            "corrupt or truncated safetensors file")
+    assert not (tmp_path / "o").exists()

@@ -28,14 +28,21 @@ GraphOpt = typer.Option(False, "--graph/--no-graph", help="with a model on a GPU
 
 
 @app.callback()
-def _root(ctx: typer.Context,
-          debug: bool = typer.Option(False, "--debug", help="show an error's traceback instead of its one line "
+def _root(debug: bool = typer.Option(False, "--debug", help="show an error's traceback instead of its one line "
                                      "(also: COSI_DEBUG=1)")) -> None:
     """Conjugate and splitting integrators for diffusion models."""
-    ctx.meta["cosi.debug"] = debug
+    from . import errors
+
+    errors.DEBUG = debug
 
 
 def _fail(msg: str) -> None:
+    """One line and exit code 2; under --debug, the exception being handled (if any) with its traceback."""
+    from .errors import debugging
+
+    handled = sys.exc_info()[1]
+    if handled is not None and debugging():
+        raise handled
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 

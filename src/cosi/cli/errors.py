@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 
-import click
 import typer
 from typer.core import TyperGroup
 
 EXIT_USER = 2  # as click's usage errors and `_fail`
+DEBUG = False  # set by `cosi --debug` (the app's callback) for this invocation
+# click's own exceptions (usage errors, exit, abort) pass through to click: the classes of the click
+# typer runs on (recent typer vendors its own copy), found from typer's exported ones
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_PASS = (typer.Exit, typer.Abort, _CLICK_ERROR, KeyboardInterrupt, SystemExit)
 
 
 def _user_errors() -> tuple:
@@ -56,21 +60,20 @@ def report(e: BaseException, user: bool) -> None:
     typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
 
 
-def debugging(ctx: click.Context | None) -> bool:
-    return bool(os.environ.get("COSI_DEBUG")) or bool(ctx is not None and ctx.meta.get("cosi.debug"))
+def debugging() -> bool:
+    return DEBUG or bool(os.environ.get("COSI_DEBUG"))
 
 
 class ErrorHandlingGroup(TyperGroup):
     """A typer group whose sub-commands' exceptions end as one ``error:`` line (see the module)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
-                KeyboardInterrupt, SystemExit):
+        except _PASS:
             raise
         except Exception as e:
-            if debugging(ctx):
+            if debugging():
                 raise
             report(e, isinstance(e, _user_errors()) or isinstance(e, MemoryError))
             raise typer.Exit(EXIT_USER) from None

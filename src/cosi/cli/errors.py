@@ -29,7 +29,7 @@ def _user_errors() -> tuple:
     from ..models.official_psld import OfficialCheckpointError
 
     return (ValueError, TypeError, NotImplementedError, CheckpointError, OfficialCheckpointError, DatasetError,
-            ModelError, NFEError, ImportError, OSError)
+            ModelError, NFEError, ImportError, OSError, EOFError, MemoryError)
 
 
 def message(e: BaseException) -> str:
@@ -49,6 +49,8 @@ def message(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     if isinstance(e, ImportError) and " — " not in text:
         return f"{text} — install the missing package (see README, 'Install')"
+    if isinstance(e, EOFError):
+        return "a file ended early (empty or truncated) — check the input files, or write them again"
     if isinstance(e, MemoryError):
         return "out of memory — use a smaller --n, --batch-size or --nfe"
     return text
@@ -75,5 +77,5 @@ class ErrorHandlingGroup(TyperGroup):
         except Exception as e:
             if debugging():
                 raise
-            report(e, isinstance(e, _user_errors()) or isinstance(e, MemoryError))
+            report(e, isinstance(e, _user_errors()))
             raise typer.Exit(EXIT_USER) from None

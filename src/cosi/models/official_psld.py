@@ -201,8 +201,11 @@ def read_checkpoint(path, map_location="cpu", trust_pickle: bool = False) -> dic
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0][:200] if text else "") or type(e).__name__
+    """The gist of a loader's error: its first sentence (torch's unpickler: its own error line)."""
+    said = str(e).strip()
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", said)
+    line = unpickler.group(1) if unpickler else (said.splitlines() or [""])[0]
+    return re.split(r"(?<=\.)\s", line)[0][:200] or type(e).__name__
 
 
 def _prefixes(keys) -> list[str]:

@@ -140,3 +140,26 @@ def test_inception_features_from_a_weights_file(tmp_path, monkeypatch):
     torch.save({"w": torch.zeros(1), "bad": np.dtype}, tmp_path / "code.pth")
     with pytest.raises(ValueError, match="not a plain tensor state dict"):
         InceptionFeatures(tmp_path / "code.pth")
+
+
+def test_what_batch_size_independence_means_on_a_network():
+    """The prior and every noise draw of sample i are bitwise the same in any batch; the network's
+    outputs agree to float rounding only (CPU convolutions pick kernels by batch size), which after
+    8-bit quantization can move a pixel by one grey level."""
+    from cosi.core.noise import CounterNoise
+    from cosi.evaluation.generate import sample_range
+
+    m = cosi.load_model("fmnist-psld")
+    keys = sample_keys(0, torch.arange(0, 32))
+    state = m.process.state_shape((32, *m.data_shape))
+    full = m.process.prior_sample(state, keys=keys)
+    part = m.process.prior_sample(m.process.state_shape((5, *m.data_shape)), keys=keys[10:15])
+    assert torch.equal(full[10:15], part)
+    z = torch.zeros(state)
+    assert torch.equal(CounterNoise(keys)(3, z)[10:15], CounterNoise(keys[10:15])(3, z[10:15]))
+    a = torch.cat([sample_range(m, "gddim-2m", 6, s, min(5, 32 - s)) for s in range(0, 32, 5)])
+    b = sample_range(m, "gddim-2m", 6, 0, 32)
+    assert (a - b).abs().max() < 2e-3  # float rounding through 6 calls; one grey level is 2/255 ≈ 8e-3
+    from cosi.data import from_unit_range
+
+    assert (from_unit_range(a).int() - from_unit_range(b).int()).abs().max() <= 1

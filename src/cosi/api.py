@@ -16,7 +16,9 @@ from .core.integrators import nearest_nfe
 from .core.processes import LinearProcess, make_process
 from .core.sampling import SampleResult, samplers
 from .core.sampling import sample as core_sample
-from .evaluation import peers  # noqa: F401  (registers the diffusers peers as samplers)
+from .evaluation import peers
+
+peers.register()  # the diffusers peers become samplers by name (they live above the core)
 
 __all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda"]
 

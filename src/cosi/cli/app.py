@@ -10,10 +10,12 @@ from typing import List, Optional
 
 import typer
 
+from . import validate
+from .errors import ErrorHandlingGroup
 from .options import parse_key_values
 from .train import train_classifier_command, train_command
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(cls=ErrorHandlingGroup, add_completion=False, no_args_is_help=True,
                   help="Conjugate and splitting integrators for diffusion models.")
 bench_app = typer.Typer(no_args_is_help=True, help="Measure samplers.")
 app.add_typer(bench_app, name="bench")
@@ -25,12 +27,27 @@ GraphOpt = typer.Option(False, "--graph/--no-graph", help="with a model on a GPU
                         "(network, updates, noise) as one CUDA graph per batch shape and replay it")
 
 
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show an error's traceback instead of its one line "
+                                     "(also: COSI_DEBUG=1)")) -> None:
+    """Conjugate and splitting integrators for diffusion models."""
+    from . import errors
+
+    errors.DEBUG = debug
+
+
 def _fail(msg: str) -> None:
+    """One line and exit code 2; under --debug, the exception being handled (if any) with its traceback."""
+    from .errors import debugging
+
+    handled = sys.exc_info()[1]
+    if handled is not None and debugging():
+        raise handled
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
-def _sampler_options(lam: Optional[float], eta: Optional[float], option: List[str]) -> dict:
+def _sampler_options(lam, eta: Optional[float], option: List[str]) -> dict:
     """--lam, --eta and repeated --option key=value."""
     opts = parse_key_values(option, "--option")
     if lam is not None:
@@ -55,6 +72,9 @@ ProcessOpt = typer.Option("psld", "--process", "-p", help="vp, cld or psld")
 SamplerOpt = typer.Option("euler", "--sampler", "-s", help="a name from `cosi samplers`")
 NfeOpt = typer.Option(50, "--nfe", help="number of network calls")
 LamOpt = typer.Option(None, "--lam", help="lambda of lambda-ddim / conjugate-splitting samplers")
+LamAutoOpt = typer.Option(None, "--lam", help="lambda of lambda-ddim / conjugate-splitting samplers: a number, "
+                          "or 'auto' (chosen by a search whose network calls are reported apart)")
+LargeNfeOpt = typer.Option(False, "--allow-large-nfe", help=f"allow --nfe above {validate.NFE_CAP}")
 EtaOpt = typer.Option(None, "--eta", help="noise scale of stochastic samplers")
 OptionOpt = typer.Option(None, "--option", "-o", help="extra sampler option key=value (repeatable)")
 GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm (default: the sampler's)")
@@ -85,13 +105,14 @@ def sample(
     graph: bool = GraphOpt,
     data: str = typer.Option("gmm", "--data", help="oracle data: gmm (vectors) or gmm-image"),
     d: int = typer.Option(32, "--d", help="oracle data dimension (gmm)"),
-    lam: Optional[float] = LamOpt,
+    lam: Optional[str] = LamAutoOpt,
     eta: Optional[float] = EtaOpt,
     option: List[str] = OptionOpt,
     grid: Optional[str] = GridOpt,
     denoise: bool = typer.Option(False, "--denoise/--no-denoise", help="final denoising call"),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("out/sample"), "--out", help="output folder"),
+    allow_large_nfe: bool = LargeNfeOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Draw samples from a model (--model, or --checkpoint with --preset) into OUT/images/ (one PNG
@@ -106,12 +127,17 @@ def sample(
     from ..core.processes import make_process
     from ..evaluation.viz import save_image_grid, save_scatter
 
-    opts = _sampler_options(lam, eta, option)
+    validate.nfe(nfe, allow_large_nfe)
+    validate.positive(n, "--n")
+    validate.positive(batch_size, "--batch-size")
+    validate.out_dir(out)
+    opts = _sampler_options(validate.lam(lam), eta, option)
     if model is not None or checkpoint is not None or preset is not None:
         import torch.distributed as dist
 
         from ..core.devices import pick_device
 
+        validate.out_dir(out / "images")
         dev = _init_distributed(pick_device(device))
         m, describe = _load_model(model, checkpoint, preset, raw_weights, trust_pickle, str(dev), dtype)
         _speed_up(m, compile, graph)
@@ -122,22 +148,23 @@ def sample(
             if dist.is_initialized():
                 dist.destroy_process_group()
         return
-    try:
-        proc = make_process(process)
-        if data == "gmm":
-            gmm = GaussianMixture.random(d=d, seed=0)
-        elif data == "gmm-image":
-            gmm = GaussianMixture.random(d=3 * 8 * 8, shape=(3, 8, 8), seed=0)
-        else:
-            _fail(f"unknown --data {data!r}; choose gmm or gmm-image")
-        shape = (n, *gmm.shape)
-        t0 = time.perf_counter()
-        res = api.sample(gmm.eps_model(proc), proc, sampler, nfe, shape=shape,
-                         generator=torch.Generator().manual_seed(seed), grid=grid, denoise=denoise,
-                         progress=not quiet, **opts)
-        secs = time.perf_counter() - t0
-    except (ValueError, TypeError, NotImplementedError) as e:
-        _fail(str(e))
+    proc = make_process(process)
+    if data == "gmm":
+        validate.positive(d, "--d")
+        gmm = GaussianMixture.random(d=d, seed=0)
+    elif data == "gmm-image":
+        gmm = GaussianMixture.random(d=3 * 8 * 8, shape=(3, 8, 8), seed=0)
+    else:
+        _fail(f"unknown --data {data!r}; choose gmm or gmm-image")
+    validate.fits(validate.oracle_memory(n, proc.k * gmm.d, nfe), f"{n} oracle samples at --nfe {nfe}")
+    shape = (n, *gmm.shape)
+    t0 = time.perf_counter()
+    res = api.sample(gmm.eps_model(proc), proc, sampler, nfe, shape=shape,
+                     generator=torch.Generator().manual_seed(seed), grid=grid, denoise=denoise,
+                     progress=not quiet, **opts)
+    secs = time.perf_counter() - t0
+    if res.tuning is not None and not quiet:
+        typer.echo(_tuning_line(res.tuning, nfe))
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "samples.npz", x=res.x.numpy(), z=res.z.numpy(), nfe=res.nfe)
     title = f"{proc.name} / {sampler} / NFE {res.nfe}"
@@ -177,7 +204,7 @@ def _load_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool
     """(DiffusionModel, a description for manifests) from --model or --checkpoint/--preset."""
     import torch
 
-    from ..models.checkpoint import CheckpointError, load
+    from ..models.checkpoint import CheckpointError, DiffusionModel, load
     from ..models.official_psld import OfficialCheckpointError, load_official_model
     from ..core.devices import pick_device
 
@@ -189,7 +216,13 @@ def _load_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool
         _fail("give either --model or --checkpoint with --preset, not both")
     try:
         if model is not None:
-            return load(model, device=dev, dtype=dt), {"model": model}
+            m = load(model, device=dev, dtype=dt)
+            if not isinstance(m, DiffusionModel):
+                kind = (getattr(m, "model_config", None) or {}).get("kind", type(m).__name__)
+                _fail(f"--model {model} is a {kind}, not a diffusion model: it gives `cosi eval` its features but "
+                      "draws no samples — use a diffusion model (fmnist-psld, fmnist-vp) or a .safetensors/.json pair "
+                      "of kind 'diffusion'")
+            return m, {"model": model}
         if checkpoint is None or preset is None:
             _fail("an official checkpoint needs both --checkpoint FILE and --preset "
                   "(psld-cifar10, psld-celeba64 or psld-afhqv2)")
@@ -198,6 +231,11 @@ def _load_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool
         return m, {"checkpoint": Path(checkpoint).name, "preset": preset, "ema": not raw_weights}
     except (CheckpointError, OfficialCheckpointError, ValueError) as e:
         _fail(str(e))
+
+
+def _tuning_line(tuning: dict, nfe: int) -> str:
+    return (f"lam=auto: λ = {tuning['lam']:.4g}, chosen by {tuning['reference']} with {tuning['calls']} network "
+            f"calls on a probe of {tuning['probe']} (apart from the {nfe} calls per sample)")
 
 
 def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size: int, grid, denoise: bool,
@@ -217,9 +255,7 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
         if tuning is not None:
             opts = {**opts, "lam": resolved["lam"]}
             if not quiet:
-                typer.echo(f"lam=auto: λ = {tuning['lam']:.4g}, chosen by {tuning['reference']} with "
-                           f"{tuning['calls']} network calls on a probe of {tuning['probe']} (apart from the "
-                           f"{nfe} calls per sample)")
+                typer.echo(_tuning_line(tuning, nfe))
         generate_folder(m, out / "images", sampler, nfe, n, batch_size=batch_size, seed=seed, describe=describe,
                         progress=not quiet, grid=grid, denoise=denoise, **opts)
     except (ValueError, TypeError, NotImplementedError) as e:
@@ -257,6 +293,8 @@ def eval_(
     """Fréchet distance of a folder of samples against reference statistics (computed once, cached)."""
     from ..evaluation.evaluate import folder_fd
 
+    if n is not None:
+        validate.positive(n, "--n")
     try:
         r = folder_fd(folder, fd=fd, ref=ref, ref_dir=ref_dir, inception_weights=inception_weights, cache=cache,
                       n=n, device=device)
@@ -302,9 +340,12 @@ def sweep(
     from ..evaluation.evaluate import feature_space, reference_images, reference_stats
     from ..evaluation.sweep import make_cells, run_sweep
 
+    validate.nfe(nfe)
+    validate.positive(n, "--n")
+    validate.positive(batch_size, "--batch-size")
+    lams = [None] if not lam else [validate.lam(x) for x in lam]
     m, _ = _load_model(model, None, None, False, False, device, dtype)
     _speed_up(m, compile, graph)
-    lams = [None] if not lam else [x if x == "auto" else float(x) for x in lam]
     try:
         features, kind, default_ref = feature_space(fd, m.data_shape, m.device, inception_weights)
         ref_stats = reference_stats(features, kind, default_ref if ref == "auto" else ref, ref_dir=ref_dir,
@@ -406,12 +447,22 @@ def bench_oracle(
     n_dist: int = typer.Option(1000, "--n-dist", help="samples for MMD / sliced Wasserstein"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="one JSON line per NFE"),
+    allow_large_nfe: bool = LargeNfeOpt,
 ) -> None:
     """Endpoint error, MMD and sliced Wasserstein (with floors) on the exact-score oracle."""
+    from ..core.processes import make_process
     from ..evaluation.evaluate import oracle_benchmark
 
     if data != "gmm":
         _fail(f"unknown --data {data!r}; the oracle benchmark supports gmm")
+    validate.nfe(nfe, allow_large_nfe)
+    for value, flag in ((d, "--d"), (n, "--n"), (n_dist, "--n-dist")):
+        validate.positive(value, flag)
+    if lam is not None:
+        validate.lam(str(lam))
+    k = make_process(process).k
+    validate.fits(validate.oracle_memory(n, k * d, max(nfe), reference=True) + validate.oracle_memory(n_dist, k * d, 0),
+                  f"the oracle benchmark (--n {n}, --n-dist {n_dist}, --d {d}, --nfe {max(nfe)})")
     for k in nfe:
         try:
             r = oracle_benchmark(process, sampler, k, d=d, n=n, n_dist=n_dist, seed=seed, grid=grid,
@@ -445,6 +496,10 @@ def bench_speed(
     as_json: bool = typer.Option(False, "--json", help="one JSON line per cell"),
 ) -> None:
     """Wall time of each sampler against the same number of bare network calls, in one run."""
+    validate.nfe(nfe)
+    for b in batch_size:
+        validate.positive(b, "--batch-size")
+    validate.positive(repeats, "--repeats")
     from ..evaluation.benchmark import speed
     from ..core.integrators import SAMPLERS
 

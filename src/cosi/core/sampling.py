@@ -66,14 +66,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         process = make_process(process)
     if not isinstance(process, LinearProcess):
         raise TypeError(f"process must be a LinearProcess or one of 'vp', 'cld', 'psld', got {process!r}")
-    if options.get("lam") == "auto":
-        raise ValueError("lam='auto' is a search run above the sampling core: call cosi.sample (which tunes λ "
-                         "and then samples) or cosi.tune_lambda, not cosi.core.sample")
-    spec = get_sampler(sampler)
-    if spec.run is not None:
-        _check_external(spec, process, grid, denoise, options)
-    else:
-        plan = build_plan(sampler, process, nfe, grid=grid, denoise=denoise, project=project, **options)
+    spec, plan = check(process, sampler, nfe, grid=grid, denoise=denoise, project=project, **options)
     if z_T is None:
         if shape is None:
             raise ValueError("give z_T (the initial state) or shape (the data shape, e.g. (B, C, H, W))")
@@ -96,6 +89,22 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         z, calls = run_plan(plan, eps_model, z_T, generator=generator, noise=noise, progress=progress,
                             callback=callback, graph=graph)
     return SampleResult(x=process.data_block(z), z=z, nfe=calls)
+
+
+def check(process: LinearProcess, sampler: str, nfe: int, *, grid=None, denoise: bool = False, project: bool = True,
+          **options):
+    """Everything :func:`sample` checks before it draws: the sampler, its options on this process and
+    the ``nfe`` it must meet (its plan is built, and cached, here). Returns (the sampler's entry, its plan
+    or None for a sampler run by another library). Call it before writing anything a refused run
+    should not leave behind."""
+    if options.get("lam") == "auto":
+        raise ValueError("lam='auto' is a search run above the sampling core: call cosi.sample (which tunes λ "
+                         "and then samples) or cosi.tune_lambda, not cosi.core.sample")
+    spec = get_sampler(sampler)
+    if spec.run is not None:
+        _check_external(spec, process, grid, denoise, options)
+        return spec, None
+    return spec, build_plan(sampler, process, nfe, grid=grid, denoise=denoise, project=project, **options)
 
 
 def _check_external(spec, process: LinearProcess, grid, denoise: bool, options: dict) -> None:

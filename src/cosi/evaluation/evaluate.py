@@ -128,9 +128,15 @@ def feature_space(kind: str, data_shape, device, inception_weights=None):
     Fashion-MNIST classifier for 1×28×28 data, Inception otherwise)."""
     from .metrics import ClassifierFeatures, InceptionFeatures
 
+    fits = tuple(data_shape) == (1, 28, 28)
     if kind == "auto":
-        kind = "classifier" if tuple(data_shape) == (1, 28, 28) else "inception"
+        kind = "classifier" if fits or inception_weights is None else "inception"
     if kind == "classifier":
+        if not fits:
+            shape = "×".join(map(str, data_shape))
+            raise ValueError(f"the images are {shape} (channels×height×width), but the shipped classifier takes "
+                             "1×28×28 Fashion-MNIST images — for other images use --fd inception --inception-weights "
+                             "FILE (standard FID; needs torch-fidelity: pip install 'cosi[fid]')")
         return ClassifierFeatures("fmnist-classifier", device), kind, "fmnist"
     if kind == "inception":
         return InceptionFeatures(inception_weights, device), kind, "cifar10"
@@ -152,11 +158,21 @@ def folder_fd(folder, fd: str = "auto", ref: str = "auto", ref_dir=None, incepti
     folder = Path(folder)
     if (folder / "images").is_dir():
         folder = folder / "images"
-    first = next(iter(sorted(folder.glob("*.png"))), None)
-    if first is None:
-        raise FileNotFoundError(f"no .png samples in {folder}")
-    with Image.open(first) as im:
-        channels = 1 if im.mode in ("L", "I", "I;16") else 3
+    from ..data import DatasetError
+
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} is not a folder — pass a folder of .png samples (or a `cosi sample` output)")
+    pngs = sorted(folder.glob("*.png"))
+    if not pngs:
+        raise DatasetError(f"no .png samples in {folder} — pass a folder of .png samples (or a `cosi sample` output)")
+    if n is not None and not 0 < n <= len(pngs):
+        raise ValueError(f"n={n}: the folder holds {len(pngs)} samples — give an n from 1 to {len(pngs)}")
+    try:
+        with Image.open(pngs[0]) as im:
+            channels = 1 if im.mode in ("L", "I", "I;16") else 3
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"{pngs[0]} is not a readable image ({type(e).__name__}) — remove it or write the "
+                           "samples again") from None
     images = load_image_folder(folder, channels=channels, limit=n).images
     features, kind, default_ref = feature_space(fd, images.shape[1:], pick_device(device), inception_weights)
     ref = default_ref if ref == "auto" else ref

@@ -3,9 +3,12 @@ resumable folder of PNGs.
 
 Every random number a sample uses — its prior draw z_T and the noise of each stochastic
 update — is a function of (seed, sample index, draw index, element index) alone, computed by a
-counter-based hash on the device (:mod:`cosi.core.noise`). So sample i is the same whatever the
-batch size, the order in which batches run, or the number of processes that share the work,
-for deterministic and stochastic samplers alike.
+counter-based hash on the device (:mod:`cosi.core.noise`). So sample i starts from the same prior
+draw and sees the same noise, bitwise, whatever the batch size, the order in which batches run, or
+the number of processes that share the work, for deterministic and stochastic samplers alike. Its
+values are equal only up to float rounding: the network's kernels depend on the batch size, so
+after 8-bit quantization a pixel can move by one grey level between batch sizes
+(docs/performance.md).
 
 :func:`generate_folder` writes ``<index:06d>.png`` (8-bit, as FID tools read them) and a
 ``manifest.json`` naming the model, sampler, options and seed. Images are written atomically
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.sampling import sample
+from ..core.sampling import check, sample
 from ..core.noise import CounterNoise, sample_keys
 
 
@@ -97,9 +100,17 @@ def generate_folder(model, out, sampler: str, nfe: int, n: int, *, batch_size: i
     """Write samples 0 .. n−1 as ``out/<index:06d>.png``; returns the manifest.
 
     ``describe``: what the model is (written to the manifest and checked on resume). Under
-    torch.distributed each rank writes its share of the batches."""
+    torch.distributed each rank writes its share of the batches. Everything is checked (counts, the
+    sampler, its options and NFE) before the first file is written, so a refused run leaves ``out`` as
+    it found it; stale ``*.png.tmp`` files of a killed run are removed."""
     out = Path(out)
     rank, world = _rank_world()
+    for value, what in ((n, "n"), (batch_size, "batch_size")):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{what}={value} is not a positive integer — give 1 or more")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder — choose another output folder")
+    check(model.process, sampler, nfe, **options)
     manifest = {"format": "cosi-samples", "model": describe or {}, "sampler": sampler, "nfe": nfe,
                 "options": options, "seed": seed, "data_shape": list(model.data_shape)}
     path = out / "manifest.json"
@@ -111,23 +122,34 @@ def generate_folder(model, out, sampler: str, nfe: int, n: int, *, batch_size: i
             raise ValueError(f"{out} holds samples made with other settings ({shown}); use another --out "
                              "or the same settings to continue")
     manifest["n"] = max(n, old.get("n", 0) if old else 0)
-    _barrier()  # every rank has read the old manifest before rank 0 rewrites it
+    if rank == 0 and out.is_dir():
+        for tmp in out.glob("*.png.tmp"):  # a killed run's half-written image
+            tmp.unlink(missing_ok=True)
+    _barrier()  # every rank has read the old manifest (and rank 0 cleaned) before rank 0 rewrites it
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(manifest, indent=1))
     from tqdm.auto import tqdm
 
     starts = list(range(0, n, batch_size))[rank::world]
-    bar = tqdm(total=len(starts), desc=f"{sampler} nfe={nfe}", unit="batch", disable=not progress or rank != 0)
+    shown = progress and rank == 0
+    # in samples, moved on at each network call (not with graph=True, which runs a batch at once)
+    bar = tqdm(total=sum(min(batch_size, n - s) for s in starts), desc=f"{sampler} nfe={nfe}", unit="sample",
+               disable=not shown, bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}]")
     out.mkdir(parents=True, exist_ok=True)
     for start in starts:
         count = min(batch_size, n - start)
         names = [out / f"{i:06d}.png" for i in range(start, start + count)]
+        done = bar.n
         if not all(p.is_file() and _readable(p) for p in names):
-            x = sample_range(model, sampler, nfe, start, count, seed=seed, graph=graph, **options)
+            hook = {}
+            if shown and not graph:
+                hook["callback"] = lambda info, c=count, d=done: bar.update(d + c * info["calls"] / max(nfe, 1)
+                                                                            - bar.n)
+            x = sample_range(model, sampler, nfe, start, count, seed=seed, graph=graph, **options, **hook)
             for p, img in zip(names, to_uint8(x)):
                 _write_png(p, img)
-        bar.update(1)
+        bar.update(done + count - bar.n)
     bar.close()
     _barrier()
     return manifest

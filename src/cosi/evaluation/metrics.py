@@ -24,9 +24,20 @@ def frechet_distance(mu_a, cov_a, mu_b, cov_b) -> float:
     """FD between N(mu_a, cov_a) and N(mu_b, cov_b), in float64."""
     as64 = lambda v: torch.as_tensor(np.asarray(v), dtype=torch.float64)  # noqa: E731
     mu_a, cov_a, mu_b, cov_b = map(as64, (mu_a, cov_a, mu_b, cov_b))
+    if mu_a.shape != mu_b.shape or cov_a.shape != cov_b.shape:
+        raise ValueError(f"feature dimensions differ: {mu_a.shape[-1]} vs {mu_b.shape[-1]} — the reference "
+                         "statistics come from another feature space")
+    for name, v in (("samples' mean", mu_a), ("samples' covariance", cov_a), ("reference mean", mu_b),
+                    ("reference covariance", cov_b)):
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"the {name} holds non-finite values (NaN or inf), so no FD can be computed — "
+                             "check the samples (a diverged sampler?) or the reference statistics")
     r = sqrtm_psd(cov_a)
     cross = sqrtm_psd(r @ cov_b @ r)
-    return float(((mu_a - mu_b) ** 2).sum() + torch.trace(cov_a + cov_b - 2 * cross))
+    out = float(((mu_a - mu_b) ** 2).sum() + torch.trace(cov_a + cov_b - 2 * cross))
+    if not np.isfinite(out):
+        raise ValueError(f"the FD came out {out} — the feature statistics overflow; check the samples")
+    return out
 
 
 def fd(a: FeatureStats, b: FeatureStats) -> float:
@@ -148,6 +159,8 @@ def kid(f_a: Tensor, f_b: Tensor, subsets: int = 100, subset_size: int = 1000, s
     f_a, f_b = f_a.reshape(len(f_a), -1).double(), f_b.reshape(len(f_b), -1).double()
     if f_a.shape[1] != f_b.shape[1]:
         raise ValueError(f"feature dimensions differ: {f_a.shape[1]} vs {f_b.shape[1]}")
+    if not (bool(torch.isfinite(f_a).all()) and bool(torch.isfinite(f_b).all())):
+        raise ValueError("the features hold NaN or inf, so no KID can be computed — check the images")
     m = min(subset_size, len(f_a), len(f_b))
     if m < 2:
         raise ValueError("KID needs at least 2 features in each set")

@@ -131,6 +131,3 @@ def register() -> None:
                           options={**common, "solver_order": order, **extra}, processes=("vp",), doc=__doc__)
     register_external("ipndm", "iPNDM on VP, diffusers' IPNDMScheduler on a cosi grid (baseline, 1 NFE/step)",
                       run_ipndm, options={"spacing": "edm"}, processes=("vp",), doc=run_ipndm.__doc__)
-
-
-register()

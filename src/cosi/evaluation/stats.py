@@ -26,6 +26,9 @@ class FeatureStats:
         f = feats.detach().reshape(len(feats), -1).to("cpu", torch.float64)
         if f.shape[1] != self.dim:
             raise ValueError(f"features have dimension {f.shape[1]}, these statistics hold {self.dim}")
+        if not bool(torch.isfinite(f).all()):
+            raise ValueError(f"{int((~torch.isfinite(f)).any(1).sum())} of {len(f)} feature vectors hold NaN or inf "
+                             "— check the images (a diverged sampler?) and the feature network")
         self.n += len(f)
         self.sum += f.sum(0)
         self.outer += f.T @ f
@@ -72,7 +75,17 @@ class FeatureStats:
 
     @classmethod
     def load(cls, path) -> "FeatureStats":
-        with np.load(Path(path)) as f:
-            s = cls(int(f["sum"].shape[0]))
-            s.n, s.sum, s.outer = int(f["n"]), torch.from_numpy(f["sum"].copy()), torch.from_numpy(f["outer"].copy())
+        try:
+            with np.load(Path(path)) as f:
+                s = cls(int(f["sum"].shape[0]))
+                s.n, s.sum, s.outer = int(f["n"]), torch.from_numpy(f["sum"].copy()), torch.from_numpy(f["outer"].copy())
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # another .npz (KeyError), not an .npz at all (ValueError, BadZipFile), ...
+            raise ValueError(f"{path} is not a cosi feature-statistics .npz (arrays n, sum, outer; "
+                             f"{type(e).__name__}: {e}) — pass a reference name (fmnist, cifar10), a folder of "
+                             "images, or a .npz that cosi wrote to its --cache") from None
+        if s.outer.shape != (s.dim, s.dim) or s.n < 0:
+            raise ValueError(f"{path}: sum has {s.dim} entries but outer has shape {tuple(s.outer.shape)} — not a "
+                             "cosi feature-statistics .npz")
         return s

@@ -43,6 +43,7 @@ checked against the official config in ``tests/test_ncsnpp.py``.
 from __future__ import annotations
 
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -167,23 +168,44 @@ def read_checkpoint(path, map_location="cpu", trust_pickle: bool = False) -> dic
     path = Path(path)
     if not path.is_file():
         raise OfficialCheckpointError(f"{path}: file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path), device=str(map_location))
-    if trust_pickle:
-        return torch.load(path, map_location=map_location, weights_only=False)
+    if path.stat().st_size == 0:
+        raise OfficialCheckpointError(f"not a PSLD checkpoint: {path} is empty (0 bytes) — the download or copy "
+                                      "did not finish; fetch the file again")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path), device=str(map_location))
+        if trust_pickle:
+            out = torch.load(path, map_location=map_location, weights_only=False)
+        else:
+            out = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        names = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if not names:  # not a disallowed class: the bytes are no pickle torch can read
+            raise OfficialCheckpointError(f"not a PSLD checkpoint: {path} is corrupt or not a PyTorch file "
+                                          f"({_first_line(e)}) — fetch the file again") from None
         raise OfficialCheckpointError(
-            f"{path} could not be read safely with torch.load(weights_only=True): the pickle "
-            f"refers to objects outside PyTorch's allowlist.\nPyTorch says: {e}\n"
-            "Either allowlist exactly the globals named above with "
-            "torch.serialization.add_safe_globals([...]) and retry, or, only if you trust the "
-            "file's origin, pass trust_pickle=True (torch.load(weights_only=False), which can "
-            "execute arbitrary code and may need the classes it names, e.g. pytorch_lightning, "
-            "to be importable)."
-        ) from e
+            f"{path} holds pickled Python objects outside PyTorch's tensor allowlist ({', '.join(names)}), "
+            "which torch.load(weights_only=True) will not build — only if you trust the file's origin, pass "
+            "--trust-pickle (trust_pickle=True: torch.load(weights_only=False), which can run code from the "
+            f"file), or allowlist exactly these with torch.serialization.add_safe_globals([{', '.join(names)}])"
+        ) from None
+    except (EOFError, RuntimeError, KeyError, ValueError, OSError, AttributeError, ImportError) as e:
+        raise OfficialCheckpointError(f"not a PSLD checkpoint: {path} is corrupt, truncated or not a PyTorch "
+                                      f"checkpoint ({type(e).__name__}: {_first_line(e)}) — fetch the file "
+                                      "again") from None
+    if not isinstance(out, dict):
+        raise OfficialCheckpointError(f"not a PSLD checkpoint: {path} holds a {type(out).__name__}, not the dict "
+                                      "of a Lightning checkpoint or state dict — pass the official .ckpt file")
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of a loader's error: its first sentence (torch's unpickler: its own error line)."""
+    said = str(e).strip()
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", said)
+    line = unpickler.group(1) if unpickler else (said.splitlines() or [""])[0]
+    return re.split(r"(?<=\.)\s", line)[0][:200] or type(e).__name__
 
 
 def _prefixes(keys) -> list[str]:
@@ -200,7 +222,11 @@ def official_state_dict(checkpoint: dict, ema: bool = True) -> dict[str, Tensor]
     """
     sd = checkpoint.get("state_dict", checkpoint)
     if not isinstance(sd, dict) or not sd:
-        raise OfficialCheckpointError("checkpoint has no (non-empty) state_dict")
+        raise OfficialCheckpointError("not a PSLD checkpoint: it has no (non-empty) state_dict — pass the "
+                                      "official .ckpt file")
+    if not all(isinstance(k, str) for k in sd):
+        raise OfficialCheckpointError("not a PSLD checkpoint: its state_dict has keys that are not names — pass "
+                                      "the official .ckpt file")
     sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
     if all(k.startswith("all_modules.") for k in sd):
         return dict(sd)
@@ -272,8 +298,13 @@ def load_official_checkpoint(path, preset, ema: bool = True, map_location="cpu",
     """
     label, config = get_preset(preset)
     checkpoint = read_checkpoint(path, map_location, trust_pickle)
+    weights = official_state_dict(checkpoint, ema=ema)
+    odd = sorted(k for k, v in weights.items() if not isinstance(v, Tensor))
+    if odd:
+        raise OfficialCheckpointError(f"not a PSLD checkpoint: {Path(path).name} holds non-tensor weights "
+                                      f"({_listing(odd, 3)}) — pass the official .ckpt file")
     state = {k: v.float() if v.is_floating_point() else v
-             for k, v in official_state_dict(checkpoint, ema=ema).items()}
+             for k, v in weights.items()}
     with torch.device("meta"):  # no memory and no random init: the checkpoint's tensors are used
         net = NCSNpp(config)
     which = "EMA" if ema else "online"

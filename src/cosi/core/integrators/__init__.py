@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -235,6 +236,34 @@ def check_sampler(s: Sampler, process: LinearProcess, options: dict) -> None:
                          f"{sorted(s.options) or 'none'}")
 
 
+COEFF_LIMIT = 1e10  # the largest |coefficient| of any default plan is ~1e7 (baoab on PSLD at nfe=4)
+
+
+def _coefficients_refused(name: str, nfe: int, options: dict, why: str) -> str:
+    culprit = {k: options[k] for k in ("lam", "B", "eta") if k in options}
+    if "lam" in options:
+        lam = options["lam"]
+        lam = f"{lam:g}" if isinstance(lam, (int, float)) else repr(lam)
+        return (f"lam={lam} makes {name}'s coefficients at nfe={nfe} {why} — choose a λ of moderate "
+                "size (the presets use |λ| ≤ 10), or lam='auto'")
+    what = f" with {culprit}" if culprit else ""
+    return f"{name}{what} at nfe={nfe} has coefficients that are {why} — choose other options or another nfe"
+
+
+def _check_coefficients(plan: Plan, name: str, nfe: int, options: dict) -> None:
+    """Refuse a plan whose float64 coefficients are non-finite or absurdly large (e.g. |λ| = 1e6): it
+    would turn any model's ε into overflow and blame the model."""
+    for chunk in plan.chunks:
+        for c in chunk:
+            if c is None:
+                continue
+            if not bool(torch.isfinite(c).all()):
+                raise ValueError(_coefficients_refused(name, nfe, options, "non-finite (inf or NaN)"))
+            big = float(c.abs().max()) if c.numel() else 0.0
+            if big > COEFF_LIMIT:
+                raise ValueError(_coefficients_refused(name, nfe, options, f"as large as {big:.3g}"))
+
+
 def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: bool = False,
                project: bool = True, **options) -> Plan:
     """The plan of sampler ``name`` for exactly ``nfe`` network calls (cached). ``project``: follow each
@@ -245,13 +274,21 @@ def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: 
     if s.build is None:
         raise ValueError(f"sampler {name!r} is run step by step by another library and has no plan; "
                          "call it through cosi.sample")
+    lam = options.get("lam")
+    if isinstance(lam, (int, float)) and not math.isfinite(lam):
+        raise ValueError(f"lam={lam} is not a finite number — give a finite λ (the presets use |λ| ≤ 10) or "
+                         "lam='auto'")
     grid = s.grid(process) if grid is None else grid
     project = bool(project) and s.eps_form and process.k > 1
     key = (name, process.key, nfe, _freeze(grid), bool(denoise), project, _freeze(sorted(options.items())))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    plan = s.build(process, nfe, grid, bool(denoise), **options)
+    try:
+        plan = s.build(process, nfe, grid, bool(denoise), **options)
+    except torch.linalg.LinAlgError:
+        raise ValueError(_coefficients_refused(name, nfe, options, "singular (a matrix inversion fails)")) from None
+    _check_coefficients(plan, name, nfe, options)
     if plan.nfe != nfe:  # a sampler bug, not a user error
         raise AssertionError(f"{name} built a plan with {plan.nfe} calls for nfe={nfe}")
     if project:

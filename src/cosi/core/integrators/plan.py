@@ -205,6 +205,11 @@ def _loop(plan: Plan, eps_model: Callable, z: Tensor, noise: Callable, *, fused:
                     f"eps_model returned {got} at network call {calls + 1} (t={op.t:.6g}); "
                     f"it must return a tensor of the state's shape {tuple(z.shape)}"
                 )
+            if not out.is_floating_point():  # a cast would hide it: bool or int ε moves x by orders of magnitude
+                raise ModelError(
+                    f"eps_model returned dtype {out.dtype} at network call {calls + 1} (t={op.t:.6g}); "
+                    "ε must be a real floating-point tensor (float16, bfloat16, float32 or float64)"
+                )
             eps = out.to(dt)
             finite[calls] = torch.isfinite(eps).all()
             if op.project is not None:

@@ -2,7 +2,7 @@
 
     python benchmarks/render.py [--results benchmarks/results/study] [--out docs/benchmarks.md]
 
-Reads OUT/{psld,vp,lam,tune,seeds,speed}.jsonl and benchmarks/results/fmnist_fd.jsonl (the 1000-step
+Reads OUT/{psld,vp,lam,tune,seeds,speed,accuracy,project}.jsonl and benchmarks/results/fmnist_fd.jsonl (the 1000-step
 references and the data floor); what is missing is reported as not measured. Figures go to
 docs/figures/bench_*.png. Every number in the page is read from those files. The overhead tables are also
 written into docs/performance.md, between its markers.
@@ -43,6 +43,73 @@ def fmt(cell) -> str:
         return "—"
     m, s, _ = cell
     return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
+
+
+ACCURACY_NFES = [5, 10, 20, 50, 100, 2000]
+
+
+def accuracy_section(rows: list[dict]) -> list[str]:
+    """Per model: RMSE against the reference per sampler × NFE, projection off / on side by side."""
+    import math
+
+    lines = ["## Accuracy: how well each sampler solves the model's ODE (`cosi bench accuracy`)", ""]
+    ok = [r for r in rows if "rmse" in r]
+    if not ok:
+        return lines + ["Not measured yet.", ""]
+    column = lambda k: min(ACCURACY_NFES, key=lambda c: abs(math.log(k / c)))  # noqa: E731
+    num = lambda r: "—" if r is None else (f"{r['rmse']:.2g}" + (f" (max {r['max_abs']:.3g})" if r["max_abs"] > 2 else "")  # noqa: E731
+                                          + ("" if r["nfe"] == column(r["nfe"]) else f" [{r['nfe']}]"))
+    for model in dict.fromkeys(r["model"] for r in ok):
+        mine = [r for r in ok if r["model"] == model]
+        r0 = mine[0]
+        cells = {(r["sampler"], r["project"], column(r["nfe"])): r for r in mine}
+        both = any(r["project"] for r in mine) and any(not r["project"] for r in mine)
+        lines += [f"### {model}", "",
+                  f"RMSE per pixel of the data block against {r0['reference']} from the same {r0['n']} prior draws "
+                  f"(seed {r0['seed']}); the reference is {r0['reference_self_rmse']:.2g} from itself at "
+                  f"{r0['reference_self_nfe']} calls, its max |x| {r0['reference_max_abs']:.3g}. "
+                  f"{r0.get('device_name', r0['device'])}, network {r0['dtype']}, TF32 {'on' if r0['tf32'] else 'off'}. "
+                  "(max …): the largest |x| where above 2 (the data lie in [−1, 1]); [k]: the NFE the sampler meets."
+                  + (" Each cell: plain ε / with the consistency projection (one value: the projection does not apply)."
+                     if both else ""), "",
+                  "| sampler | " + " | ".join(f"NFE {k}" for k in ACCURACY_NFES) + " |",
+                  "|---|" + "---|" * len(ACCURACY_NFES)]
+        for s in dict.fromkeys(r["sampler"] for r in mine):
+            vals = []
+            for k in ACCURACY_NFES:
+                off, on = cells.get((s, False, k)), cells.get((s, True, k))
+                vals.append(f"{num(off)} / {num(on)}" if off is not None and on is not None else num(off or on))
+            lines.append(f"| {s} | " + " | ".join(vals) + " |")
+        lines.append("")
+    return lines
+
+
+def projection_fd_section(rows: list[dict], plain: list[dict]) -> list[str]:
+    """FD of the ε-form samplers on fmnist-psld with the projection on (project stage) beside the plain-ε rows."""
+    lines = ["## fmnist-psld: FD with the consistency projection of ε", ""]
+    rows = [r for r in latest_rows(rows) if "fd" in r and r.get("project")]
+    if not rows:
+        return lines + ["Not measured yet.", ""]
+    old = {(r["sampler"], r["nfe"]): r["fd"] for r in plain
+           if "fd" in r and r.get("seed") == 0 and not r.get("project") and not {"lam", "eta", "grid"} & set(r)}
+    lines += ["Seed 0, default options; plain ε: the psld stage's rows measured before the projection.", "",
+              "| sampler | NFE | FD, plain ε | FD, projected ε |", "|---|---|---|---|"]
+    for r in sorted((r for r in rows if r.get("lam") != "auto"), key=lambda r: (r["sampler"], r["nfe"])):
+        o = old.get((r["sampler"], r["nfe"]))
+        lines.append(f"| {r['sampler']} | {r['nfe']} | {'—' if o is None else f'{o:.2f}'} | {r['fd']:.2f} |")
+    auto = [r for r in rows if r.get("lam") == "auto"]
+    if auto:
+        lines += ["", "lam=auto (by FD) with the projection:", "", "| sampler | NFE | λ chosen | FD |", "|---|---|---|---|"]
+        lines += [f"| {r['sampler']} | {r['nfe']} | {r['lam_chosen']:.3g} | {r['fd']:.2f} |"
+                  for r in sorted(auto, key=lambda r: r["nfe"])]
+    table = {(r["sampler"], r["nfe"]): r["fd"] for r in rows if r.get("lam") != "auto"}
+    lines += ["", "The paper's Table 2 orderings with the projection:", "", "| claim | NFE | FD | holds |",
+              "|---|---|---|---|"]
+    for better, worse, k in PAPER_ORDER:
+        a, b = table.get((better, k)), table.get((worse, k))
+        lines.append(f"| {better} < {worse} | {k} | " + ("not measured | — |" if a is None or b is None else
+                                                         f"{a:.2f} vs {b:.2f} | {'yes' if a < b else 'no'} |"))
+    return lines + [""]
 
 
 SPEED_BEGIN, SPEED_END = "<!-- overhead tables: benchmarks/render.py -->", "<!-- end of overhead tables -->"
@@ -215,7 +282,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = ap.parse_args()
     figs = args.out.parent / "figures"
-    R = {k: read_rows(args.results / f"{k}.jsonl") for k in ("psld", "vp", "lam", "tune", "seeds", "speed", "final")}
+    R = {k: read_rows(args.results / f"{k}.jsonl")
+         for k in ("psld", "vp", "lam", "tune", "seeds", "speed", "final", "accuracy", "project")}
     every_lam = [r for r in R["lam"] if "fd" in r]  # lam=auto rows tuned by earlier objectives too
     for k in ("psld", "vp", "lam", "tune", "seeds", "final"):  # a cell measured again under new defaults: its last row
         R[k] = latest_rows(R[k])
@@ -291,6 +359,8 @@ def main() -> None:
                              f"{ta:.2f} vs {tb:.2f} | {verdict(ta, tb)} |")
             lines.append("")
 
+    lines += accuracy_section(R["accuracy"])
+    lines += projection_fd_section(R["project"], R["psld"])
     lines += lam_section(R, every_lam, figs)
     lines += final_section(R["final"], refs)
     lines += tune_section(R["tune"], R["psld"])

@@ -19,6 +19,13 @@ same command continues in the next session where this one stopped):
              and noise on the momentum only (eta_x = 0), at NFE 20, 50, 100 (the evidence for csps-s's defaults)
   seeds      a second seed for the rows of psld and vp at NFE 20 and 50 (the FD's sampling noise)
   final      50k samples for the final row (NFE 200) of the best sampler on each model
+  accuracy   issue 19: RMSE of the data block against gddim-2m@2000 from the same 256 prior draws
+             (cosi.evaluation.accuracy) for every deterministic sampler on both models at NFE 5, 10, 20, 50,
+             100, 2000 (the nearest NFE each meets), the consistency projection of ε off and on (PSLD;
+             on VP, k = 1, measured once); float32 network (torch.compile on a GPU), TF32 off; NFE <= 100
+             first, then 2000
+  project    issue 19: FD rows of every ε-form sampler on fmnist-psld with the projection on (the
+             default; the psld stage's older rows are plain ε) at the Table-2 NFEs, and lam=auto again
 
 The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
 the paper's Table 2 at NFE 50 and 100, their second seeds, the λ curves and the lam=auto check, second
@@ -46,7 +53,7 @@ from cosi.models.checkpoint import load
 from cosi.evaluation.sweep import make_cells, run_sweep
 
 NFES = [10, 20, 50, 100, 200]
-STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds", "final"]
+STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds", "final", "accuracy", "project"]
 FINAL_N = 50_000  # the final stage's samples per cell
 NETWORKS = {"nchw": (False, None), "nhwc": (True, None), "nchw+compile": (False, "default"),
             "nhwc+compile": (True, "default")}  # name: (channels-last, torch.compile mode)
@@ -97,6 +104,65 @@ def fd_plan() -> list[tuple[str, str, list[dict]]]:
             ("final", vp, make_cells(["gddim-2m"], [200])),
             ("seeds", psld, make_cells(samplers_of("psld"), [20, 50], seeds=[1])),
             ("seeds", vp, make_cells(samplers_of("vp"), [20, 50], seeds=[1]))]
+
+
+ACCURACY_NFES = [5, 10, 20, 50, 100, 2000]
+ACCURACY = {"fmnist-psld": ["euler", "gddim", "gddim-2m", "conjugate", "lambda-ddim-1", "lambda-ddim-2", "nse",
+                            "nvv", "rse", "rvv", "cse", "cvv", "csps-d"],
+            "fmnist-vp": ["euler", "ddim", "gddim", "gddim-2m", "conjugate", "lambda-ddim-1", "lambda-ddim-2",
+                          "dpm-solver++", "unipc"]}
+EPS_FORM = ["euler", "em", "lambda-ddim-1", "lambda-ddim-2", "conjugate", "csps-d", "csps-s", "rvv", "cse", "sscs",
+            "roba", "oba", "cvv"]  # the ε-form samplers of the FD study on fmnist-psld (oba, cvv: Table 2's pairs)
+
+
+FIRST_AT_TOP = ["csps-d", "euler", "lambda-ddim-2", "cse", "rvv"]  # issue 19's cases first at the costly top NFE
+
+
+def accuracy_plan(name: str, nfes=ACCURACY_NFES, top: bool = False) -> list[dict]:
+    """The accuracy cells of one model: every NFE below the largest (``top`` False, cheap) or the largest
+    alone (each cell ~0.5M evaluations at 2000, issue 19's cases first); the nearest NFE each sampler meets,
+    the projection off and on where it applies (an ε-form sampler on k >= 2)."""
+    from cosi.core.integrators import nearest_nfe
+    from cosi.core.processes import make_process
+
+    p = make_process(name.split("-")[1])
+    wanted = [max(nfes)] if top else [k for k in nfes if k < max(nfes)]
+    names = sorted(ACCURACY[name], key=lambda s: FIRST_AT_TOP.index(s) if s in FIRST_AT_TOP else len(FIRST_AT_TOP))
+    cells = []
+    for s in names:
+        spec = SAMPLERS[s]
+        for pr in ([False, True] if spec.eps_form and spec.build is not None and p.k > 1 else [True]):
+            cells += [{"sampler": s, "nfe": nearest_nfe(s, k, p), "project": pr, "options": {}} for k in wanted]
+    return list({json.dumps(c, sort_keys=True): c for c in cells}.values())
+
+
+def accuracy_stage(out: Path, minutes: float, device: str, n: int, reference: str, nfes=ACCURACY_NFES) -> None:
+    """The accuracy stage: float32 network (compiled on a GPU), TF32 off; references cached in OUT/../accuracy_refs (not
+    committed). Both models below the top NFE first, then both at the top NFE."""
+    from cosi.evaluation.accuracy import Reference, run_accuracy
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    t0 = time.monotonic()
+    hw = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    models = {}
+    for top in (False, True):
+        for name in ACCURACY:
+            left = minutes - (time.monotonic() - t0) / 60
+            if left <= 0:
+                break
+            if name not in models:
+                models[name] = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+            run_accuracy(models[name], name, accuracy_plan(name, nfes, top), out, n=n,
+                         reference=Reference.parse(reference), minutes=left, cache_dir=out.parent / "accuracy_refs",
+                         extra={"device_name": hw}, log=lambda s: print(s, flush=True))
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
+def project_plan(nfes=(50, 100)) -> list[tuple[str, str, list[dict]]]:
+    """The FD cells of the project stage: the ε-form samplers at the Table-2 NFEs, then lam=auto (by FD)."""
+    psld = "fmnist-psld"
+    return [("project", psld, make_cells(EPS_FORM, list(nfes))),
+            ("project", psld, make_cells(["lambda-ddim-2"], [10, 20, 50, 100], lams=["auto"]))]
 
 
 TARGETS = ["csps-d", "csps-s", "lambda-ddim-2", "em"]  # issue 8's overhead target: <= 1.02 at batch 256, NFE 50
@@ -197,6 +263,12 @@ def main() -> None:
     ap.add_argument("--network", default="auto", choices=["auto", *NETWORKS],
                     help="FD stages: the network's layout and compilation (auto: the fastest the network stage measured)")
     ap.add_argument("--no-graph", action="store_true", help="FD stages: sample eagerly, not as CUDA graphs")
+    ap.add_argument("--accuracy-n", type=int, default=256, help="accuracy stage: samples")
+    ap.add_argument("--accuracy-reference", default="gddim-2m@2000", help="accuracy stage: SAMPLER@NFE")
+    ap.add_argument("--accuracy-nfe", type=int, action="append", help="accuracy stage (default 5 10 20 50 100 2000)")
+    ap.add_argument("--accuracy-minutes", type=float, default=None,
+                    help="accuracy stage: its own wall-time budget (default: all that is left)")
+    ap.add_argument("--project-nfe", type=int, action="append", help="project stage (default: 50 100)")
     args = ap.parse_args()
     t0 = time.monotonic()
     left = lambda: args.minutes - (time.monotonic() - t0) / 60  # noqa: E731
@@ -210,7 +282,11 @@ def main() -> None:
         network(args.out / "network.jsonl", dev, dtype, args.batch_size)
     if "speed" in stages:
         speed(args.out / "speed.jsonl", left(), dev, dtype)
-    stages = [s for s in stages if s not in ("network", "speed")]
+    if "accuracy" in stages and left() > 0:
+        budget = min(left(), args.accuracy_minutes or left())
+        accuracy_stage(args.out / "accuracy.jsonl", budget, dev, args.accuracy_n, args.accuracy_reference,
+                       args.accuracy_nfe or ACCURACY_NFES)
+    stages = [s for s in stages if s not in ("network", "speed", "accuracy")]
     if not stages or left() <= 0:
         print(f"study: {(time.monotonic() - t0) / 60:.1f} min on {hw}", flush=True)
         return
@@ -227,7 +303,7 @@ def main() -> None:
     extra = {"features": kind, "device": hw, "dtype": str(dtype).removeprefix("torch."), "network": net,
              "graph": graph}
     models = {}
-    for stage, name, cells in fd_plan():
+    for stage, name, cells in [*fd_plan(), *project_plan(args.project_nfe or (50, 100))]:
         if left() <= 0:
             break
         if stage not in stages:

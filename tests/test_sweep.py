@@ -61,12 +61,29 @@ def test_a_cell_measured_under_changed_defaults_is_measured_again(tmp_path):
     cells = make_cells(["ddim"], [4], seeds=[0])
     out = tmp_path / "sweep.jsonl"
     (row,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
-    assert row["defaults"] == {"grid": "quadratic", "eta": 0.0}
+    assert row["defaults"] == {"grid": "quadratic", "project": False, "eta": 0.0}  # VP: k = 1, nothing to project
     row["defaults"]["grid"] = "uniform"  # as if measured when the default grid was another
     out.write_text(__import__("json").dumps(row) + "\n")
     (again,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
     assert again["key"] == row["key"] and again["defaults"]["grid"] == "quadratic"
     assert run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None) == []
+
+
+def test_rows_of_plain_eps_do_not_stand_for_the_projected_default():
+    """Rows written before the projection of ε (no "project" among their defaults) were plain ε: on PSLD
+    an ε-form sampler's old row is measured again, a data-prediction sampler's and a VP row stand."""
+    import cosi
+    from cosi.evaluation.sweep import same_defaults, sampler_defaults
+
+    psld, vp = cosi.make_process("psld"), cosi.make_process("vp")
+    assert sampler_defaults("csps-d", psld)["project"] is True
+    assert sampler_defaults("gddim-2m", psld)["project"] is False and sampler_defaults("euler", vp)["project"] is False
+    for sampler, p, stands in [("csps-d", psld, False), ("euler", psld, False), ("gddim-2m", psld, True),
+                               ("euler", vp, True)]:
+        old = {k: v for k, v in sampler_defaults(sampler, p).items() if k != "project"}
+        assert same_defaults(old, sampler_defaults(sampler, p)) is stands, sampler
+        assert same_defaults(None, sampler_defaults(sampler, p)) is stands, sampler
+        assert same_defaults(sampler_defaults(sampler, p), sampler_defaults(sampler, p))
 
 
 def test_a_lam_auto_cell_is_measured_again_when_the_reference_or_search_changed(tmp_path):
@@ -76,12 +93,12 @@ def test_a_lam_auto_cell_is_measured_again_when_the_reference_or_search_changed(
     cells = make_cells(["lambda-ddim-1"], [4], lams=["auto"])
     out = tmp_path / "sweep.jsonl"
     (row,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
-    assert row["tuning_reference"] == "gddim-2m@500"
+    assert row["tuning_reference"] == "RMSE vs gddim-2m@500"
     assert run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None) == []
     row["tuning_reference"] = "csps-d@500"  # as if tuned against an older reference
     out.write_text(__import__("json").dumps(row) + "\n")
     (again,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)
-    assert again["tuning_reference"] == "gddim-2m@500"
+    assert again["tuning_reference"] == "RMSE vs gddim-2m@500"
     del again["tuning_search"]  # as if tuned by an older search
     out.write_text(__import__("json").dumps(again) + "\n")
     (third,) = run_sweep(model, "oracle", feats, ref, cells, out, n=40, batch_size=16, log=lambda s: None)

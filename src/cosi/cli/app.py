@@ -478,6 +478,87 @@ def bench_oracle(
                        f"{r['mmd_floor']:.4f})  SW {r['sw']:.4f} (floor {r['sw_floor']:.4f})")
 
 
+@bench_app.command("accuracy")
+def bench_accuracy(
+    model: str = typer.Option("fmnist-psld", "--model", "-m", help="a shipped model or a .safetensors/.json pair"),
+    sampler: List[str] = typer.Option(["gddim-2m"], "--sampler", "-s", help="repeatable; 'all': every "
+                                      "deterministic sampler of the model's process"),
+    nfe: List[int] = typer.Option([10, 20, 50], "--nfe", help="repeatable; each sampler runs at the nearest NFE "
+                                  "it meets"),
+    projection: str = typer.Option("both", "--projection", help="on, off or both: the consistency projection "
+                                   "of ε (ε-form samplers on k >= 2; a no-op elsewhere, measured once)"),
+    reference: str = typer.Option("gddim-2m@2000", "--reference", help="the converged solution, SAMPLER@NFE; "
+                                  "its distance to itself at half the calls is reported"),
+    n: int = typer.Option(256, "--n", help="samples (prior draws 0 .. n-1 of --seed)"),
+    seed: int = typer.Option(0, "--seed"),
+    lam: Optional[float] = LamOpt,
+    option: List[str] = OptionOpt,
+    grid: Optional[str] = GridOpt,
+    device: str = typer.Option("auto", "--device"),
+    dtype: str = typer.Option("float32", "--dtype", help="network dtype: float32, bfloat16, float16"),
+    tf32: bool = typer.Option(False, "--tf32/--no-tf32", help="let CUDA matmuls and convolutions use TF32"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="a folder to keep the reference in (.pt)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="append one JSON line per cell here; cells already "
+                                       "there are not measured again"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON line per cell instead of the table"),
+) -> None:
+    """RMSE of the data block against a converged reference from the same prior draws (math.md §7)."""
+    import tempfile
+
+    import torch
+
+    from ..core.integrators import SAMPLERS, nearest_nfe
+    from ..evaluation.accuracy import Reference, accuracy_key, run_accuracy, table
+    from ..evaluation.rows import read_rows
+
+    if projection not in ("on", "off", "both"):
+        _fail(f"--projection {projection!r}: choose on, off or both")
+    try:
+        ref = Reference.parse(reference)
+    except ValueError as e:
+        _fail(str(e))
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    m, _ = _load_model(model, None, None, False, False, device, dtype)
+    p = m.process
+    names = [s for s, spec in SAMPLERS.items() if p.name in spec.processes and not spec.stochastic] \
+        if sampler == ["all"] else sampler
+    opts = _sampler_options(lam, None, option)
+    if grid is not None:
+        opts["grid"] = grid
+    cells = []
+    try:
+        for s in names:
+            spec = SAMPLERS.get(s)
+            projectable = spec is not None and spec.eps_form and spec.build is not None and p.k > 1
+            modes = {"on": [True], "off": [False], "both": [False, True]}[projection] if projectable else [True]
+            for pr in modes:
+                for k in nfe:
+                    cells.append({"sampler": s, "nfe": nearest_nfe(s, k, p) if spec else k, "project": pr,
+                                  "options": opts})
+    except ValueError as e:
+        _fail(str(e))
+    cells = list({json.dumps(c, sort_keys=True): c for c in cells}.values())
+    path = out or Path(tempfile.mkdtemp()) / "accuracy.jsonl"
+    before = {r["key"] for r in read_rows(path)}
+    log = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
+    try:
+        run_accuracy(m, model, cells, path, n=n, seed=seed, reference=ref, cache_dir=cache, log=log)
+    except (ValueError, TypeError, NotImplementedError) as e:
+        _fail(str(e))
+    wanted = {accuracy_key(model, c["sampler"], c["nfe"], c["project"], c["options"], n, seed, ref) for c in cells}
+    rows = [r for r in read_rows(path) if r["key"] in wanted]
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps(r))
+        return
+    typer.echo(f"{model} ({p.name}), {n} samples, seed {seed}" + (f" (already in {path}: {len(before & wanted)} "
+                                                                   "cells)" if before & wanted else ""))
+    typer.echo("\n".join(table(rows)))
+    for r in rows:
+        if "error" in r:
+            typer.echo(f"{r['sampler']} nfe={r['nfe']}: {r['error']}")
+
+
 @bench_app.command("speed")
 def bench_speed(
     model: str = typer.Option("fmnist-psld", "--model", "-m", help="a shipped model or a .safetensors/.json pair"),

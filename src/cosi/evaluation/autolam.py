@@ -9,13 +9,13 @@ batch and every process picks the same λ, and every λ sees the same noise):
   of a probe of ``probe`` samples (default 2000) to reference statistics in a feature space.
   Use a reference other than the one the results are judged against (the study tunes on the
   Fashion-MNIST train split and reports FD against the test split).
-* the accuracy proxy (the default, no data needed):
+* the accuracy proxy (the default, no data needed): the accuracy of :mod:`cosi.evaluation.accuracy`,
 
-    λ* = argmin_λ  median_i ‖x_i(λ) − x_i^ref‖,
+    λ* = argmin_λ  RMSE(x(λ), x^ref)   (per pixel of the data block, over the probe),
 
-  where x_i(λ) is the sampler's output (data block) at the requested NFE with η = 0 and
-  x_i^ref a high-accuracy solution of the probability-flow ODE from the same prior draw
-  (:func:`reference`), over a probe of ``PROBE`` (16) draws. It finds the λ that solves the ODE
+  where x(λ) is the sampler's output at the requested NFE with η = 0 and x^ref a high-accuracy
+  solution of the probability-flow ODE from the same prior draws (:func:`reference`), over a probe
+  of ``PROBE`` (16) draws. It finds the λ that solves the ODE
   best, which need not be the λ of the best samples: on the learned VP model λ ≈ 0.4 gives a
   third lower FD than the accurate λ ≈ 0 at 50 NFE (docs/benchmarks.md).
 
@@ -43,8 +43,8 @@ from typing import Any
 import torch
 
 from ..core.sampling import sample
-from ..core.noise import sample_keys
 from ..core.integrators import get_sampler
+from .accuracy import Reference, errors, model_key, pin, prior_draws, reference_solution
 
 PROBE = 16
 PROBE_SEED = 0x5EED
@@ -52,8 +52,7 @@ COARSE = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
 LIMIT = 12.0  # the grid is extended past an edge optimum up to |λ| = LIMIT
 FINE, FINE_POINTS = 0.25, 3  # then a grid of step FINE, FINE_POINTS either side of the coarse optimum
 SEARCH = "coarse 1, fine 0.25 ±0.75, parabola"  # recorded with each tuned row: a changed search is a new measurement
-_CACHE: dict = {}
-_PINNED: list = []  # the eps_models (or their owners) whose ids key _CACHE
+_CACHE: dict = {}  # keyed by the eps_model's id, kept alive by accuracy.pin
 
 
 @dataclass(frozen=True)
@@ -95,22 +94,13 @@ def reference(process, nfe: int) -> tuple[str, int]:
 def judged_by(process, nfe: int, objective: FDObjective | None = None) -> str:
     """What λ is judged against, as result rows record it: the objective's reference data, or the
     accuracy proxy's reference solution."""
-    return f"FD vs {objective.name} ({objective.probe} samples)" if objective else "{}@{}".format(
+    return f"FD vs {objective.name} ({objective.probe} samples)" if objective else "RMSE vs {}@{}".format(
         *reference(process, nfe))
-
-
-def _owner(eps_model):
-    """What identifies an eps_model across calls: a bound method (``model.eps_model`` is a new
-    object at every access) by its instance and function. Cache entries keep it alive, so its
-    id cannot be reused by another object while they exist."""
-    owner = getattr(eps_model, "__self__", None)
-    return (owner, eps_model.__func__) if owner is not None else (eps_model, None)
 
 
 def _key(eps_model, process, sampler, nfe, grid, denoise, options, data_shape, objective=None):
     frozen = tuple(sorted((k, str(v)) for k, v in options.items()))
-    owner, func = _owner(eps_model)
-    return (id(owner), func, process.key, sampler, nfe, str(grid), bool(denoise), frozen, tuple(data_shape),
+    return (*model_key(eps_model), process.key, sampler, nfe, str(grid), bool(denoise), frozen, tuple(data_shape),
             objective and (objective.name, objective.probe))
 
 
@@ -132,28 +122,24 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
     if key in _CACHE:
         return _CACHE[key]
     probe = objective.probe if objective else PROBE
-    keys = sample_keys(PROBE_SEED, torch.arange(probe, device=device))
-    z_T = process.prior_sample(process.state_shape((probe, *data_shape)), dtype=dtype, keys=keys)
+    z_T = prior_draws(process, data_shape, probe, PROBE_SEED, device, dtype)
     calls, proxy = 0, {}
     if objective is not None:
         against = judged_by(process, nfe, objective)
     else:
         ref_name, default_nfe = reference(process, nfe)
-        ref_nfe = ref_nfe or default_nfe
-        against = f"{ref_name}@{ref_nfe}"
-        ref_key = (*_key(eps_model, process, ref_name, ref_nfe, None, False, {}, data_shape), "reference")
-        if ref_key not in _CACHE:
-            _CACHE[ref_key] = sample(eps_model, process, ref_name, ref_nfe, z_T=z_T).x
-            _PINNED.append(_owner(eps_model)[0])
-            calls = ref_nfe
-        x_ref = _CACHE[ref_key]
+        ref = Reference(ref_name, ref_nfe or default_nfe)
+        against = f"RMSE vs {ref}"
+        solved = reference_solution(eps_model, process, data_shape, probe, PROBE_SEED, ref, device=device,
+                                    dtype=dtype, self_check=False, batch_size=probe)
+        calls, x_ref = solved["calls"], solved["x"]
 
     def error(lam: float) -> float:
         nonlocal calls
         run = lambda z: sample(eps_model, process, sampler, nfe, z_T=z, grid=grid, denoise=denoise,  # noqa: E731
                                lam=lam, **options).x
         if objective is None:
-            err = float(((run(z_T) - x_ref) ** 2).flatten(1).mean(1).sqrt().median())
+            err = errors(run(z_T), x_ref)["rmse"]
         else:
             xs = [run(z) for z in z_T.split(objective.batch_size)]
             err = objective(xs) if all(bool(torch.isfinite(x).all()) for x in xs) else math.inf
@@ -186,7 +172,7 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
     best = min(proxy, key=proxy.get)
     out = {"lam": best, "proxy": proxy, "calls": calls, "probe": probe, "reference": against, "search": SEARCH}
     _CACHE[key] = out
-    _PINNED.append(_owner(eps_model)[0])
+    pin(eps_model)
     return out
 
 

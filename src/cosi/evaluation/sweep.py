@@ -19,6 +19,10 @@ import time
 from pathlib import Path
 
 from .autolam import SEARCH, judged_by
+from .rows import latest_rows, read_rows
+
+__all__ = ["ADDED_DEFAULTS", "cell_key", "latest_rows", "make_cells", "read_rows", "run_sweep", "same_defaults",
+           "sampler_defaults"]
 from ..core.integrators import get_sampler
 
 
@@ -45,29 +49,27 @@ def make_cells(samplers, nfes, lams=(None,), etas=(None,), grids=(None,), seeds=
 
 
 def sampler_defaults(sampler: str, process) -> dict:
-    """What a cell's options leave to the sampler: its default options and, for cosi's own
-    samplers, its default grid on ``process``."""
+    """What a cell's options leave to the sampler: its default options, for cosi's own samplers its
+    default grid on ``process``, and ``project``: whether ε is projected for consistency by default (an
+    ε-form sampler on a k ≥ 2 process; :func:`cosi.core.sampling.sample`)."""
     s = get_sampler(sampler)
-    return {**({"grid": s.grid(process)} if s.build is not None else {}), **s.options}
+    own = {"grid": s.grid(process), "project": s.eps_form and process.k > 1} if s.build is not None else {}
+    return {**own, **s.options}
+
+
+# Defaults that changed behaviour when added, with the value every row from before them was measured under.
+ADDED_DEFAULTS = {"project": False}
 
 
 def same_defaults(recorded: dict | None, current: dict) -> bool:
     """Whether a row measured under ``recorded`` defaults stands for ``current`` ones: every default it
     recorded is unchanged. An option added since is taken to keep the old behaviour by default, and a
-    row from before defaults were recorded (None) stands."""
-    return recorded is None or all(current.get(k) == v for k, v in recorded.items())
+    row from before defaults were recorded (None) stands, except where a default of ``ADDED_DEFAULTS``
+    now differs from what such a row was measured under (rows from before the projection of ε were plain ε)."""
+    old = {k: v for k, v in ADDED_DEFAULTS.items() if k in current}
+    return all(current.get(k) == v for k, v in {**old, **(recorded or {})}.items())
 
 
-def latest_rows(rows: list[dict]) -> list[dict]:
-    """One row per key, the last written (a cell measured again under new defaults)."""
-    return list({r.get("key", id(r)): r for r in rows}.values())
-
-
-def read_rows(path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], out, *, n: int = 10_000,
@@ -117,7 +119,7 @@ def run_sweep(model, model_name: str, features, ref_stats, cells: list[dict], ou
                                 "tuning_search": tuning["search"], "tuning_proxy": sorted(tuning["proxy"].items())})
                 r = model_fd(model, features, ref_stats, c["sampler"], c["nfe"], n, batch_size, seed=c["seed"],
                              ref_features=ref_features, graph=graphed, **opts)
-                row.update({**r, **c["options"]})
+                row.update({**r, **c["options"], "project": bool(opts.get("project", defaults.get("project", False)))})
             except ImportError as e:  # an optional dependency missing here: no row, so a later run retries
                 log(f"{model_name} {c['sampler']} nfe={c['nfe']}: skipped ({e})")
                 continue

@@ -30,7 +30,7 @@ def tiny_cfg(process="psld", **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-# ---- the table of μ_t and L_t -----------------------------------------------------------------
+# ---- the table of ψ_t and L_t -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["vp", "cld", "psld"])
@@ -42,7 +42,7 @@ def test_table_matches_process_marginal_to_relative_1e5(name):
     t = torch.cat([t, torch.tensor([p.t_train_min, 2e-5, 1e-4, p.T])])  # float32 times, as in training
     mean, L = table(t)
     ref = p.marginal(t.to(f64))
-    rel_mean = ((mean.to(f64) - ref.mean).abs() / ref.mean.abs()).max()
+    rel_mean = ((mean.to(f64) - ref.psi).abs() / ref.psi.abs()).max()
     tril = torch.tril_indices(p.k, p.k)
     Lr, Lt = ref.L[:, tril[0], tril[1]], L.to(f64)[:, tril[0], tril[1]]
     rel_L = ((Lt - Lr).abs() / Lr.abs()).max()

@@ -1,7 +1,8 @@
 import torch
 
 import cosi
-from cosi.evaluation.oracle import GaussianMixture, distribution_metrics
+from cosi.evaluation.distances import distribution_metrics
+from cosi.evaluation.oracle import GaussianMixture
 
 
 def _mmd_ratio(process, sampler, nfe, n=400, **opts):
@@ -26,7 +27,7 @@ def test_stochastic_ddim_reaches_the_floor_on_vp():
 
 
 def test_mmd2_to_mixture_is_unbiased_for_exact_samples_and_sees_a_bias():
-    from cosi.evaluation.oracle import GaussianMixture, mmd2_to_mixture
+    from cosi.evaluation.distances import mmd2_to_mixture
 
     gmm = GaussianMixture.random(d=8, seed=3)
     g = torch.Generator().manual_seed(0)

@@ -16,7 +16,9 @@ from .core.integrators import nearest_nfe
 from .core.processes import LinearProcess, make_process
 from .core.sampling import SampleResult, samplers
 from .core.sampling import sample as core_sample
-from .evaluation import peers  # noqa: F401  (registers the diffusers peers as samplers)
+from .evaluation import peers  # importing it registers the diffusers peers as samplers
+
+del peers  # imported for that effect alone
 
 __all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda"]
 

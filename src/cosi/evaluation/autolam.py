@@ -31,12 +31,15 @@ points and the refined point, about 16·NFE calls. The accuracy proxy adds its r
 0.3 % of its network work. The FD objective's probe of 2000 makes it 16 × 2000 = 32 000 samples'
 worth, about 3 runs of 10k samples at the same NFE: worth it for a long run, or once per
 (model, sampler, NFE) whose λ is then written down. A stochastic sampler (η > 0) takes the
-λ of its η = 0 version. The choice is cached per model for the process's lifetime.
+λ of its η = 0 version. The choice is cached per model while the model lives (the last
+``CACHE_SIZE`` searches).
 """
 
 from __future__ import annotations
 
 import math
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +55,45 @@ COARSE = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
 LIMIT = 12.0  # the grid is extended past an edge optimum up to |λ| = LIMIT
 FINE, FINE_POINTS = 0.25, 3  # then a grid of step FINE, FINE_POINTS either side of the coarse optimum
 SEARCH = "coarse 1, fine 0.25 ±0.75, parabola"  # recorded with each tuned row: a changed search is a new measurement
-_CACHE: dict = {}
-_PINNED: list = []  # the eps_models (or their owners) whose ids key _CACHE
+CACHE_SIZE = 64  # searches (and proxy references) remembered, least recently used dropped first
+
+
+class _ModelCache:
+    """Results per eps_model, bounded to ``size`` entries (least recently used dropped first).
+    A key starts with the id of the model's owner (:func:`_owner`); its entry holds a weak
+    reference to that owner, so the cache keeps no model alive, a hit checks identity (an id is
+    reused once its object dies) and a dead owner's entries are dropped. An owner that takes no
+    weak reference is held strongly, within the same bound."""
+
+    def __init__(self, size: int):
+        self.size, self._entries = size, OrderedDict()
+
+    def get(self, owner, key):
+        entry = self._entries.get(key)
+        if entry is None or entry[0]() is not owner:
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, owner, key, value) -> None:
+        try:
+            ref = weakref.ref(owner, self._drop)
+        except TypeError:
+            ref = lambda: owner  # noqa: E731
+        self._entries[key] = (ref, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def _drop(self, ref) -> None:
+        for key in [k for k, (r, _) in self._entries.items() if r is ref]:
+            del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_CACHE = _ModelCache(CACHE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -101,8 +141,7 @@ def judged_by(process, nfe: int, objective: FDObjective | None = None) -> str:
 
 def _owner(eps_model):
     """What identifies an eps_model across calls: a bound method (``model.eps_model`` is a new
-    object at every access) by its instance and function. Cache entries keep it alive, so its
-    id cannot be reused by another object while they exist."""
+    object at every access) by its instance and function."""
     owner = getattr(eps_model, "__self__", None)
     return (owner, eps_model.__func__) if owner is not None else (eps_model, None)
 
@@ -128,9 +167,11 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
     for k in ("eta", "eta_x"):  # the η = 0 version of a stochastic sampler
         if k in spec.options:
             options[k] = 0.0
+    owner = _owner(eps_model)[0]
     key = _key(eps_model, process, sampler, nfe, grid, denoise, options, data_shape, objective)
-    if key in _CACHE:
-        return _CACHE[key]
+    cached = _CACHE.get(owner, key)
+    if cached is not None:
+        return cached
     probe = objective.probe if objective else PROBE
     keys = sample_keys(PROBE_SEED, torch.arange(probe, device=device))
     z_T = process.prior_sample(process.state_shape((probe, *data_shape)), dtype=dtype, keys=keys)
@@ -142,11 +183,11 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
         ref_nfe = ref_nfe or default_nfe
         against = f"{ref_name}@{ref_nfe}"
         ref_key = (*_key(eps_model, process, ref_name, ref_nfe, None, False, {}, data_shape), "reference")
-        if ref_key not in _CACHE:
-            _CACHE[ref_key] = sample(eps_model, process, ref_name, ref_nfe, z_T=z_T).x
-            _PINNED.append(_owner(eps_model)[0])
+        x_ref = _CACHE.get(owner, ref_key)
+        if x_ref is None:
+            x_ref = sample(eps_model, process, ref_name, ref_nfe, z_T=z_T).x
+            _CACHE.put(owner, ref_key, x_ref)
             calls = ref_nfe
-        x_ref = _CACHE[ref_key]
 
     def error(lam: float) -> float:
         nonlocal calls
@@ -185,8 +226,7 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
                 error(round(lam, 4))
     best = min(proxy, key=proxy.get)
     out = {"lam": best, "proxy": proxy, "calls": calls, "probe": probe, "reference": against, "search": SEARCH}
-    _CACHE[key] = out
-    _PINNED.append(_owner(eps_model)[0])
+    _CACHE.put(owner, key, out)
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -164,9 +165,10 @@ def register_external(name: str, description: str, run: Callable, *, options: di
 
 
 def nearest_nfe(sampler: str, nfe: int, process="psld", *, denoise: bool = False, at_least: bool = False) -> int:
-    """The NFE closest to ``nfe`` that ``sampler`` meets exactly on ``process`` (ties: the larger one);
-    with ``at_least``, the smallest such NFE ≥ ``nfe``. A sampler makes ``extra + per_step · steps``
-    calls, plus one to denoise, with at least one step."""
+    """The NFE closest to ``nfe`` that ``sampler`` meets exactly on ``process`` (ties: the smaller one,
+    so an equally near choice never costs more calls than asked); with ``at_least``, the smallest such
+    NFE ≥ ``nfe``. A sampler makes ``extra + per_step · steps`` calls, plus one to denoise, with at
+    least one step."""
     from ..processes import make_process
 
     s = get_sampler(sampler)
@@ -177,7 +179,7 @@ def nearest_nfe(sampler: str, nfe: int, process="psld", *, denoise: bool = False
         return lowest
     below = fixed + per_step * ((nfe - fixed) // per_step)
     above = below if below == nfe else below + per_step
-    if at_least or above - nfe <= nfe - below:
+    if at_least or above - nfe < nfe - below:
         return above
     return below
 
@@ -202,8 +204,20 @@ def _freeze(v):
     return v
 
 
-_CACHE: "OrderedDict[tuple, Plan]" = OrderedDict()
-_CACHE_SIZE = 256
+class _Frozen:
+    """An argument keyed by its frozen form (tensors by their entries), so that a grid tensor or a
+    B matrix can key :func:`functools.lru_cache`; the value itself is passed on unchanged."""
+
+    __slots__ = ("value", "key")
+
+    def __init__(self, value):
+        self.value, self.key = value, _freeze(value)
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Frozen) and self.key == other.key
 
 
 def check_sampler(s: Sampler, process: LinearProcess, options: dict) -> None:
@@ -229,18 +243,17 @@ def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: 
                          "call it through cosi.sample")
     grid = s.grid(process) if grid is None else grid
     project = bool(project) and s.eps_form and process.k > 1
-    key = (name, process.key, nfe, _freeze(grid), bool(denoise), project, _freeze(sorted(options.items())))
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    plan = s.build(process, nfe, grid, bool(denoise), **options)
+    return _cached_plan(name, process, nfe, _Frozen(grid), bool(denoise), project, _Frozen(sorted(options.items())))
+
+
+@lru_cache(maxsize=256)
+def _cached_plan(name: str, process: LinearProcess, nfe: int, grid: _Frozen, denoise: bool, project: bool,
+                 options: _Frozen) -> Plan:
+    plan = SAMPLERS[name].build(process, nfe, grid.value, denoise, **dict(options.value))
     if plan.nfe != nfe:  # a sampler bug, not a user error
         raise AssertionError(f"{name} built a plan with {plan.nfe} calls for nfe={nfe}")
     if project:
         plan.project_eps(process)
-    _CACHE[key] = plan
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
     return plan
 
 

@@ -5,7 +5,7 @@
     python benchmarks/oracle_mmd_exact.py --cell gddim-s:50 --cell 'csps-s:50:{"eta": 0.5}'   # any cells
     python benchmarks/oracle_mmd_exact.py --narrow --cell em:50 ...   # a near-point-mass mixture instead
 
-`cosi.evaluation.oracle.mmd2_to_mixture` integrates the sample–data and data–data kernel terms exactly
+`cosi.evaluation.distances.mmd2_to_mixture` integrates the sample–data and data–data kernel terms exactly
 (the target is the mixture of x at t_min itself), so no reference sample adds noise: the only
 noise is the U-statistic's, shown as ± one standard error, and the spread over seeds. Two kernel
 families: the oracle tables' wide one (`MMD_BANDWIDTHS`) and a fine one (`MMD_FINE_BANDWIDTHS`,
@@ -21,7 +21,8 @@ import time
 import torch
 
 import cosi
-from cosi.evaluation.oracle import MMD_BANDWIDTHS, MMD_FINE_BANDWIDTHS, GaussianMixture, mmd2_to_mixture
+from cosi.evaluation.distances import MMD_BANDWIDTHS, MMD_FINE_BANDWIDTHS, mmd2_to_mixture
+from cosi.evaluation.oracle import GaussianMixture
 
 CELLS = [("em", 50, {}), ("em", 100, {}), ("em", 200, {}), ("sps-s", 50, {}), ("csps-s", 50, {}),
          ("csps-s", 50, {"lam": -3.0}), ("csps-s", 50, {"lam": 1.0}), ("csps-s", 100, {})]

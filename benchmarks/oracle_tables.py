@@ -24,27 +24,15 @@ from pathlib import Path
 import torch
 
 from cosi.evaluation.evaluate import oracle_benchmark
-from cosi.core.integrators import SAMPLERS, build_plan
+import cosi
+from cosi.core.integrators import SAMPLERS
 
 RESULTS = Path(__file__).parent / "results"
 LAMS = (-3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 
 
-def valid_nfe(name, process, n):
-    for m in (n, n - 1, n + 1, n - 2, n + 2):
-        try:
-            build_plan(name, __import__("cosi").make_process(process), m)
-            return m
-        except ValueError:
-            pass
-    return None
-
-
 def cell(process, sampler, nfe, **opts):
-    n = valid_nfe(sampler, process, nfe)
-    if n is None:
-        return None
-    return oracle_benchmark(process, sampler, n, **opts)
+    return oracle_benchmark(process, sampler, cosi.nearest_nfe(sampler, nfe, process), **opts)
 
 
 def fmt_err(r):
@@ -113,7 +101,7 @@ def splitting(only=()):
     old = [json.loads(x) for x in (RESULTS / "oracle_splitting.jsonl").read_text().splitlines()] if only else []
     for process in ("psld", "cld"):
         kept = {(r["sampler"], r["nfe"]): r for r in old if r["process"] == process and r["sampler"] not in only}
-        rows = {name: [kept.get((name, valid_nfe(name, process, n))) if only and name not in only
+        rows = {name: [kept.get((name, cosi.nearest_nfe(name, n, process))) if only and name not in only
                        else cell(process, name, n) for n in nfes] for name in names}
         out += distribution_tables(process, rows, nfes, fd=True)
     return out

@@ -15,7 +15,7 @@ from scipy.integrate import solve_ivp
 
 import cosi
 from cosi.core.grids import time_grid
-from cosi.core.integrators import _CACHE, build_plan
+from cosi.core.integrators import _cached_plan, build_plan
 from cosi.core.integrators.coefficients import score_coef
 
 
@@ -58,7 +58,7 @@ def main():
         B = 0.5 * np.ones((p.k, p.k))
 
         def ours():
-            _CACHE.clear()
+            _cached_plan.cache_clear()
             build_plan("lambda-ddim-2", p, args.steps, lam=0.5)
 
         ts = time_grid(p, args.steps, "quadratic")

@@ -23,7 +23,7 @@ def mmd_and_floor(process, sampler, nfe, **options):
     """A stochastic sampler's MMD to exact samples of x at t_min (400 samples of a small mixture,
     fixed seeds) with the metrics' floor: distribution_metrics' dict."""
     import cosi
-    from cosi.evaluation.oracle import distribution_metrics
+    from cosi.evaluation.distances import distribution_metrics
 
     gmm = GaussianMixture.random(d=8, components=4, seed=1, std_range=(0.1, 0.3))
     g = torch.Generator().manual_seed(3)

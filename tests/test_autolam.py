@@ -91,3 +91,26 @@ def test_auto_lambda_by_fd_lands_near_the_fd_optimum_of_a_fine_grid():
     accurate = choose_lambda(eps, p, "lambda-ddim-1", 8, (16,))["lam"]  # the accuracy proxy misses it here
     assert judged(accurate) > 2 * judged(t["lam"]), (accurate, judged(accurate), t["lam"], judged(t["lam"]))
 
+
+
+def test_auto_lambda_cache_is_bounded_and_keeps_no_model_alive():
+    import gc
+    import weakref
+
+    from cosi.evaluation.cache import ModelCache
+
+    class Model:
+        pass
+
+    cache = ModelCache(3)
+    models = [Model() for _ in range(5)]
+    for m in models:
+        cache.put(m, (id(m), "lam"), {"lam": 1.0})
+    assert len(cache) == 3 and cache.get(models[0], (id(models[0]), "lam")) is None
+    assert cache.get(models[4], (id(models[4]), "lam")) == {"lam": 1.0}
+    dead = weakref.ref(models[4])
+    del models[4], m
+    gc.collect()
+    assert dead() is None and len(cache) == 2
+    stranger = Model()  # the same key under another owner (an id reused): a miss, not its entry
+    assert cache.get(stranger, (id(models[3]), "lam")) is None

@@ -9,7 +9,7 @@ import cosi
 from cosi.core.grids import time_grid
 from cosi.core.integrators import classic, conjugate
 from cosi.core.integrators.coefficients import conjugate_A, integrate, phi_increments, score_coef
-from cosi.evaluation.oracle import convergence_order, endpoint_error
+from cosi.evaluation.distances import convergence_order, endpoint_error
 from cosi.core.processes import cld, f64, psld, vp
 
 from conftest import oracle_case

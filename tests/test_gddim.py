@@ -8,7 +8,8 @@ import cosi
 from cosi.core.grids import time_grid
 from cosi.core.integrators import classic
 from cosi.core.integrators.gddim import gddim, whitened_flow
-from cosi.evaluation.oracle import GaussianMixture, convergence_order
+from cosi.evaluation.distances import convergence_order
+from cosi.evaluation.oracle import GaussianMixture
 from cosi.core.processes import f64
 
 from conftest import mmd_and_floor, oracle_case

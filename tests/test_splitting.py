@@ -6,7 +6,8 @@ import torch
 import cosi
 from cosi.core.integrators import SAMPLERS, build_plan
 from cosi.core.integrators.plan import Lin
-from cosi.evaluation.oracle import GaussianMixture, convergence_order
+from cosi.evaluation.distances import convergence_order
+from cosi.evaluation.oracle import GaussianMixture
 
 from conftest import mmd_and_floor, oracle_case
 
@@ -14,17 +15,6 @@ SPLITTING = [n for n, s in SAMPLERS.items() if s.processes == ("cld", "psld")]
 DETERMINISTIC = [n for n in SPLITTING if not SAMPLERS[n].stochastic]
 STOCHASTIC = [n for n in SPLITTING if SAMPLERS[n].stochastic]
 NAIVE = ["nse", "nvv", "oba", "bao", "obab", "baoab"]
-
-
-def valid_nfe(name, process, n):
-    """The smallest NFE >= n that the sampler can meet exactly."""
-    for m in range(n, n + 4):
-        try:
-            build_plan(name, process, m)
-            return m
-        except ValueError:
-            pass
-    raise AssertionError(f"no valid nfe near {n} for {name}")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +36,7 @@ def test_converges_to_the_probability_flow_solution_at_first_order(cases, pname,
     opts = {"eta": 0.0} if SAMPLERS[name].stochastic else {}
     nfes, errs = [], []
     for n in (100, 200, 400):
-        m = valid_nfe(name, p, n)
+        m = cosi.nearest_nfe(name, n, p, at_least=True)
         nfes.append(m)
         errs.append(median_error(cosi.sample(gmm.eps_model(p), p, name, m, z_T=z_T, **opts).z, ref))
     order = convergence_order(nfes, errs)
@@ -62,7 +52,7 @@ def test_stochastic_presets_reach_the_mmd_floor(pname, name, opts):
     8 pairs of exact sets); at NFE 10 it is far above (the test can fail). Per-block noise
     scales keep the marginals, so they reach the floor too."""
     p = cosi.make_process(pname)
-    coarse, fine = (mmd_and_floor(p, name, valid_nfe(name, p, nfe), **opts) for nfe in (10, 800))
+    coarse, fine = (mmd_and_floor(p, name, cosi.nearest_nfe(name, nfe, p, at_least=True), **opts) for nfe in (10, 800))
     assert fine["mmd"] < fine["mmd_floor"] + 4 * fine["mmd_floor_std"] < coarse["mmd"], (coarse, fine)
 
 
@@ -90,7 +80,7 @@ def test_stochastic_presets_are_deterministic_at_eta_zero(name):
     p = cosi.make_process("psld")
     eps = GaussianMixture.random(d=4, seed=0).eps_model(p)
     z_T = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
-    n = valid_nfe(name, p, 12)
+    n = cosi.nearest_nfe(name, 12, p, at_least=True)
     a = cosi.sample(eps, p, name, n, z_T=z_T, eta=0.0, generator=torch.Generator().manual_seed(1)).z
     b = cosi.sample(eps, p, name, n, z_T=z_T, eta=0.0, generator=torch.Generator().manual_seed(2)).z
     c = cosi.sample(eps, p, name, n, z_T=z_T, eta=1.0, generator=torch.Generator().manual_seed(1)).z

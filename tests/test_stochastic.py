@@ -10,7 +10,8 @@ import cosi
 from cosi.core.integrators import SAMPLERS, build_plan, nearest_nfe
 from cosi.core.integrators.eta import EDGES, STABLE_COV_ERROR
 from cosi.evaluation.moments import MU0, S0, gaussian_eps_model, gaussian_marginal, moment_errors, propagate, target_law
-from cosi.evaluation.oracle import GaussianMixture, convergence_order
+from cosi.evaluation.distances import convergence_order
+from cosi.evaluation.oracle import GaussianMixture
 
 STOCHASTIC = [n for n, s in SAMPLERS.items() if s.stochastic and s.build is not None and "cld" in s.processes]
 CASES = [(p, n) for p in ("psld", "cld") for n in STOCHASTIC]
@@ -117,7 +118,7 @@ def test_mutated_o_noise_fails_the_moment_test():
 
 
 def test_mmd2_to_mixture_is_unbiased_for_exact_samples_and_sees_a_bias():
-    from cosi.evaluation.oracle import mmd2_to_mixture
+    from cosi.evaluation.distances import mmd2_to_mixture
 
     gmm = GaussianMixture.random(d=8, seed=3)
     g = torch.Generator().manual_seed(0)

@@ -30,7 +30,7 @@ def tiny_cfg(process="psld", **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-# ---- the table of μ_t and L_t -----------------------------------------------------------------
+# ---- the table of ψ_t and L_t -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["vp", "cld", "psld"])

@@ -119,35 +119,50 @@ def sample(
     each, resumable; under `torchrun --nproc_per_node=N -m cosi sample ...` the ranks share the
     batches and write the same folder) plus a grid OUT/samples.png; or from the exact-score oracle
     into OUT/samples.npz and a picture."""
-    import numpy as np
-    import torch
-
-    from .. import api
-    from ..evaluation.oracle import GaussianMixture
-    from ..core.processes import make_process
-    from ..evaluation.viz import save_image_grid, save_scatter
-
     validate.nfe(nfe, allow_large_nfe)
     validate.positive(n, "--n")
     validate.positive(batch_size, "--batch-size")
     validate.out_dir(out)
     opts = _sampler_options(validate.lam(lam), eta, option)
     if model is not None or checkpoint is not None or preset is not None:
-        import torch.distributed as dist
-
-        from ..core.devices import pick_device
-
         validate.out_dir(out / "images")
-        dev = _init_distributed(pick_device(device))
-        m, describe = _load_model(model, checkpoint, preset, raw_weights, trust_pickle, str(dev), dtype)
-        _speed_up(m, compile, graph)
-        try:
-            _sample_model(m, describe, sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet,
-                          dict(opts, graph=graph))
-        finally:
-            if dist.is_initialized():
-                dist.destroy_process_group()
-        return
+        _sample_from_model(model, checkpoint, preset, raw_weights, trust_pickle, device, dtype, compile, graph,
+                           sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet, opts)
+    else:
+        _sample_from_oracle(process, data, d, sampler, nfe, n, grid, denoise, seed, out, quiet, opts)
+
+
+def _sample_from_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool, device: str, dtype: str,
+                       compile: bool, graph: bool, sampler: str, nfe: int, n: int, batch_size: int, grid,
+                       denoise: bool, seed: int, out: Path, quiet: bool, opts: dict) -> None:
+    """`cosi sample --model/--checkpoint`: load, speed up, and write PNGs (on every torchrun rank)."""
+    import torch.distributed as dist
+
+    from ..core.devices import pick_device
+
+    dev = _init_distributed(pick_device(device))
+    m, describe = _load_model(model, checkpoint, preset, raw_weights, trust_pickle, str(dev), dtype)
+    _speed_up(m, compile, graph)
+    try:
+        _sample_model(m, describe, sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet,
+                      dict(opts, graph=graph))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _sample_from_oracle(process: str, data: str, d: int, sampler: str, nfe: int, n: int, grid, denoise: bool,
+                        seed: int, out: Path, quiet: bool, opts: dict) -> None:
+    """`cosi sample` without a model: samples of the exact-score oracle into OUT/samples.npz and a
+    picture (an image grid for gmm-image, a scatter against exact data for gmm)."""
+    import numpy as np
+    import torch
+
+    from .. import api
+    from ..core.processes import make_process
+    from ..evaluation.oracle import GaussianMixture
+    from ..evaluation.viz import save_image_grid, save_scatter
+
     proc = make_process(process)
     if data == "gmm":
         validate.positive(d, "--d")

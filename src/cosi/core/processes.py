@@ -104,6 +104,15 @@ def apply_blocks(M: Tensor, z: Tensor) -> Tensor:
     return torch.einsum(eq, M, zb).flatten(1, 2)
 
 
+def perturb(psi: Tensor, L: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
+    """z_t = ψ_t ⊗ x₀ + L_t ε (math.md §1): ``psi`` (B, k) and ``L`` (B, k, k) of the marginal at
+    each sample's t, ``x0`` data (B, C, ...), ``eps`` (B, k·C, ...). The one formula behind
+    :meth:`LinearProcess.perturb` and the training table's interpolated ψ_t, L_t."""
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    mean = torch.cat([psi[:, i].view(shape) * x0 for i in range(psi.shape[1])], 1)
+    return mean + apply_blocks(L, eps)
+
+
 @dataclass(frozen=True, eq=False)
 class LinearProcess:
     """A linear diffusion dz = β(t) F z dt + sqrt(β(t)) G dw with D = G Gᵀ.
@@ -248,10 +257,7 @@ class LinearProcess:
         ``x0`` is data (B, C, ...), ``t`` is (B,), ``eps`` is (B, k*C, ...).
         """
         m = self.marginal(t.to(f64))
-        dt = x0.dtype
-        shape = (-1,) + (1,) * (x0.dim() - 1)
-        mean = torch.cat([m.psi[:, i].to(dt).view(shape) * x0 for i in range(self.k)], 1)
-        return mean + apply_blocks(m.L.to(dt), eps)
+        return perturb(m.psi.to(x0.dtype), m.L.to(x0.dtype), x0, eps)
 
     def data_block(self, z: Tensor) -> Tensor:
         """The data block x of a state z."""

@@ -54,7 +54,9 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         graph: (CUDA) capture the whole sampler — network calls, updates (compiled into one
             kernel each) and noise — as one CUDA graph per state shape on first use, then replay
             it; the sampler's overhead beside the network all but vanishes. The network must not
-            itself be captured (compile it with a mode without CUDA graphs). The noise comes from
+            itself be captured: a model whose forward replays its own CUDA graphs declares it
+            with a true ``captures_itself`` attribute (on ``eps_model`` or, for a bound method,
+            on its owner), and graph=True refuses it. The noise comes from
             ``noise`` if it is a :class:`cosi.core.noise.CounterNoise`, else from counter-based normals
             keyed by draws of ``generator``.
         project: on a k ≥ 2 process (CLD, PSLD), follow each network call of an ε-form sampler by the

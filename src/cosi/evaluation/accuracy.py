@@ -28,9 +28,10 @@ from torch import Tensor
 from ..core.integrators import get_sampler, nearest_nfe
 from ..core.noise import sample_keys
 from ..core.sampling import sample
+from .cache import ModelCache, model_key
 
-_CACHE: dict = {}
-_PINNED: list = []  # the eps_models (or their owners) whose ids key _CACHE
+REFERENCES_KEPT = 16  # reference solutions remembered in memory (each n × the data size)
+_CACHE = ModelCache(REFERENCES_KEPT)
 
 
 @dataclass(frozen=True)
@@ -50,23 +51,6 @@ class Reference:
 
     def __str__(self) -> str:
         return f"{self.sampler}@{self.nfe}"
-
-
-def owner(eps_model):
-    """What identifies an eps_model across calls: a bound method (``model.eps_model`` is a new
-    object at every access) by its instance and function. Cache entries keep it alive (``pin``), so its
-    id cannot be reused by another object while they exist."""
-    own = getattr(eps_model, "__self__", None)
-    return (own, eps_model.__func__) if own is not None else (eps_model, None)
-
-
-def pin(eps_model) -> None:
-    _PINNED.append(owner(eps_model)[0])
-
-
-def model_key(eps_model) -> tuple:
-    own, func = owner(eps_model)
-    return id(own), func
 
 
 def prior_draws(process, data_shape, n: int, seed: int, device=None, dtype=torch.float32) -> Tensor:
@@ -108,7 +92,7 @@ def reference_solution(eps_model, process, data_shape, n: int, seed: int, ref: R
             "reference": str(ref), "defaults": _defaults(ref.sampler, process), **_network(eps_model),
             "state_dtype": str(dtype).removeprefix("torch.")}
     key = (model_key(eps_model), json.dumps({**meta, "model": None}, sort_keys=True))
-    hit = _CACHE.get(key)
+    hit = _CACHE.get(eps_model, key)
     if hit is not None and (hit["self_rmse"] is not None or not self_check):
         return {**hit, "calls": 0}
     path = None
@@ -120,8 +104,7 @@ def reference_solution(eps_model, process, data_shape, n: int, seed: int, ref: R
             if saved.get("meta") == meta and (saved["self_rmse"] is not None or not self_check):
                 hit = {"x": saved["x"].to(device or "cpu"), "self_rmse": saved["self_rmse"],
                        "self_nfe": saved["self_nfe"]}
-                _CACHE[key] = hit
-                pin(eps_model)
+                _CACHE.put(eps_model, key, hit)
                 return {**hit, "calls": 0}
     z_T = prior_draws(process, data_shape, n, seed, device, dtype)
     calls = 0
@@ -134,8 +117,7 @@ def reference_solution(eps_model, process, data_shape, n: int, seed: int, ref: R
         x_half = _run(eps_model, process, ref.sampler, half, z_T, batch_size)
         hit = {**hit, "self_rmse": errors(x_half, hit["x"])["rmse"], "self_nfe": half}
         calls += half
-    _CACHE[key] = hit
-    pin(eps_model)
+    _CACHE.put(eps_model, key, hit)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

@@ -31,7 +31,8 @@ points and the refined point, about 16·NFE calls. The accuracy proxy adds its r
 0.3 % of its network work. The FD objective's probe of 2000 makes it 16 × 2000 = 32 000 samples'
 worth, about 3 runs of 10k samples at the same NFE: worth it for a long run, or once per
 (model, sampler, NFE) whose λ is then written down. A stochastic sampler (η > 0) takes the
-λ of its η = 0 version. The choice is cached per model for the process's lifetime.
+λ of its η = 0 version. The choice is cached per model while the model lives (the last
+``CACHE_SIZE`` searches).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ import torch
 
 from ..core.sampling import sample
 from ..core.integrators import get_sampler
-from .accuracy import Reference, errors, model_key, pin, prior_draws, reference_solution
+from .accuracy import Reference, errors, prior_draws, reference_solution
+from .cache import ModelCache, model_key
 
 PROBE = 16
 PROBE_SEED = 0x5EED
@@ -52,7 +54,8 @@ COARSE = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
 LIMIT = 12.0  # the grid is extended past an edge optimum up to |λ| = LIMIT
 FINE, FINE_POINTS = 0.25, 3  # then a grid of step FINE, FINE_POINTS either side of the coarse optimum
 SEARCH = "coarse 1, fine 0.25 ±0.75, parabola"  # recorded with each tuned row: a changed search is a new measurement
-_CACHE: dict = {}  # keyed by the eps_model's id, kept alive by accuracy.pin
+CACHE_SIZE = 64  # searches remembered, least recently used dropped first
+_CACHE = ModelCache(CACHE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,9 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
         if k in spec.options:
             options[k] = 0.0
     key = _key(eps_model, process, sampler, nfe, grid, denoise, options, data_shape, objective)
-    if key in _CACHE:
-        return _CACHE[key]
+    cached = _CACHE.get(eps_model, key)
+    if cached is not None:
+        return cached
     probe = objective.probe if objective else PROBE
     z_T = prior_draws(process, data_shape, probe, PROBE_SEED, device, dtype)
     calls, proxy = 0, {}
@@ -171,8 +175,7 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
                 error(round(lam, 4))
     best = min(proxy, key=proxy.get)
     out = {"lam": best, "proxy": proxy, "calls": calls, "probe": probe, "reference": against, "search": SEARCH}
-    _CACHE[key] = out
-    pin(eps_model)
+    _CACHE.put(eps_model, key, out)
     return out
 
 

@@ -9,7 +9,8 @@ import torch
 
 from ..core.sampling import sample
 from ..core.integrators import get_sampler
-from .oracle import GaussianMixture, distribution_metrics, endpoint_error, reference_solution
+from .distances import distribution_metrics, endpoint_error
+from .oracle import GaussianMixture, reference_solution
 from ..core.processes import LinearProcess, make_process
 
 

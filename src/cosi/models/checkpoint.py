@@ -261,6 +261,12 @@ class DiffusionModel:
     layout: torch.memory_format = torch.contiguous_format  # set by channels_last()
 
     @property
+    def captures_itself(self) -> bool:
+        """Whether the network replays its own CUDA graphs (mode 'reduce-overhead'), which a
+        whole-sampler capture (``cosi.sample(graph=True)``) cannot capture again."""
+        return self.compiled_mode == "reduce-overhead"
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.net.parameters()).dtype
 

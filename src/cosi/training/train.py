@@ -41,13 +41,13 @@ from ..core.devices import pick_device
 from ..data import BatchSampler, ImageData, load_dataset
 from ..models import checkpoint as ck
 from ..models.unet import UNet, UNetConfig, count_parameters
-from ..core.processes import LinearProcess, apply_blocks, f64, make_process
+from ..core.processes import LinearProcess, f64, make_process, perturb
 
 # ---- μ_t and L_t from a table -----------------------------------------------------------------
 
 
 class MarginalTable:
-    """μ_t (the k mean coefficients) and L_t of the HSM kernel, tabulated once in float64.
+    """ψ_t (the k mean coefficients, μ_t = ψ_t ⊗ x₀) and L_t of the HSM kernel, tabulated once in float64.
 
     Nodes are uniform in s = √t over [√t_train_min, √T] (plus one ghost node each side);
     entries are smooth in s (L_t ∝ √t as t → 0 for every process here) and are interpolated
@@ -69,7 +69,7 @@ class MarginalTable:
         self.offsets = torch.arange(4, device=device)
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean (B, k), L (B, k, k)) at times t (B,), float32."""
+        """(ψ_t (B, k), L_t (B, k, k)) at times t (B,), float32."""
         u = (t.float().sqrt() - self.s0) / self.h
         i = u.floor().clamp_(0, self.n - 1)
         f = (u - i).unsqueeze(-1)
@@ -81,11 +81,9 @@ class MarginalTable:
         return v[:, :k], L
 
     def perturb(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """z_t = μ_t(x₀) + L_t ε; x0 (B, C, ...), eps (B, k·C, ...)."""
-        mean, L = self(t)
-        shape = (-1,) + (1,) * (x0.dim() - 1)
-        mu = torch.cat([mean[:, i].view(shape) * x0 for i in range(self.k)], 1)
-        return mu + apply_blocks(L, eps)
+        """z_t = ψ_t ⊗ x₀ + L_t ε with the tabulated ψ_t, L_t (the formula of
+        :func:`cosi.core.processes.perturb`); x0 (B, C, ...), eps (B, k·C, ...)."""
+        return perturb(*self(t), x0, eps)
 
 
 def hsm_loss(net: nn.Module, table: MarginalTable, x0: Tensor, t: Tensor, eps: Tensor,
@@ -243,6 +241,88 @@ def optimizer_step(model, table: MarginalTable, x0: Tensor, t: Tensor, eps: Tens
     return loss.detach(), grad_norm
 
 
+@dataclass
+class _Run:
+    """What a checkpoint holds: the network, its EMA, the optimizer, the generators, the step
+    and the running loss window (summed on the device since ``window_start``)."""
+
+    net: nn.Module
+    ema: nn.Module
+    opt: torch.optim.Optimizer
+    gens: dict
+    loss_sum: Tensor
+    step: int = 0
+    window_start: int = 0
+
+
+def _new_run(cfg: TrainConfig, ucfg: UNetConfig, dev: torch.device) -> _Run:
+    """A seeded U-Net, its EMA copy, AdamW and the data/noise generators, at step 0."""
+    torch.manual_seed(cfg.seed)
+    net = UNet(ucfg).to(dev)
+    ema = copy.deepcopy(net).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(list(net.parameters()), lr=cfg.lr_at(0), betas=cfg.betas,
+                            weight_decay=cfg.weight_decay, fused=dev.type == "cuda")
+    gens = {"data": torch.Generator(dev).manual_seed(cfg.seed + 1),
+            "noise": torch.Generator(dev).manual_seed(cfg.seed + 2)}
+    return _Run(net, ema, opt, gens, torch.zeros((), device=dev))
+
+
+def _resume(run: _Run, state: Path, cfg: TrainConfig, dev: torch.device) -> bool:
+    """Load the checkpoint at ``state`` into ``run`` (after checking that ``cfg`` matches the
+    saved settings); False when there is none."""
+    if not ck.state_exists(state):
+        return False
+    tensors, meta = ck.load_state(state)
+    check_resumable(TrainConfig.from_json(meta["config"]), cfg, Path(str(state) + ".json"))
+    run.net.load_state_dict(ck.subdict(tensors, "net."))
+    run.ema.load_state_dict(ck.subdict(tensors, "ema."))
+    ck.optimizer_load(run.opt, tensors, meta["optimizer"])
+    ck.rng_restore(run.gens, tensors)
+    run.step, run.window_start = meta["step"], meta["window_start"]
+    run.loss_sum = tensors["loss_sum"].to(dev)
+    return True
+
+
+def _save(run: _Run, state: Path, model_paths: list, cfg: TrainConfig, model_cfg: dict, flags: dict) -> None:
+    """The resumable checkpoint at ``state``, then the EMA network at each of ``model_paths``."""
+    tensors = {**ck.prefixed(run.net.state_dict(), "net."), **ck.prefixed(run.ema.state_dict(), "ema."),
+               **ck.rng_tensors(run.gens), "loss_sum": run.loss_sum}
+    opt_tensors, opt_meta = ck.optimizer_tensors(run.opt)
+    ck.save_state(state, {**tensors, **opt_tensors},
+                  {"format": "cosi-train", "step": run.step, "window_start": run.window_start,
+                   "config": cfg.to_json(), "optimizer": opt_meta, **flags})
+    for path in model_paths:
+        ck.save_model(path, run.ema, {**model_cfg, "steps": run.step})
+
+
+def _progress_bar(cfg: TrainConfig, run: _Run, process: LinearProcess, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, initial=run.step, desc=f"train {process.name}", unit="step",
+                disable=not progress, mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+
+
+def _log_window(run: _Run, cfg: TrainConfig, grad_norm: Tensor, since: tuple[float, int], now: float,
+                t_start: float) -> dict:
+    """The log row of the window that ends at ``run.step`` (the loop's one host sync), and
+    the window reset. ``since``: (perf_counter time, step) at the window's start."""
+    mean_loss = run.loss_sum.item() / (run.step - run.window_start)
+    sps = (run.step - since[1]) / (now - since[0])
+    row = {"step": run.step, "loss": mean_loss, "lr": cfg.lr_at(run.step - 1),
+           "grad_norm": grad_norm.item(), "steps_per_s": round(sps, 2),
+           "time": round(time.monotonic() - t_start, 1)}
+    run.loss_sum.zero_()
+    run.window_start = run.step
+    return row
+
+
+def _read_steps_file(steps_file: Path | None, step: int) -> int | None:
+    """The step target a running job was given in ``steps_file`` (never below ``step``)."""
+    if steps_file is None or not Path(steps_file).is_file():
+        return None
+    return max(step, int(Path(steps_file).read_text().strip()))
+
+
 def train(cfg: TrainConfig, out, *, save_every: int = 5000, log_every: int = 100,
           max_minutes: float | None = None, stop_at: int | None = None, device: str = "auto",
           compile: bool = False, channels_last: bool = False, deterministic: bool = False,
@@ -268,35 +348,17 @@ def train(cfg: TrainConfig, out, *, save_every: int = 5000, log_every: int = 100
     process = cfg.make_process()
     data = (data if data is not None else load_dataset(cfg.dataset, cfg.data_dir, "train", **cfg.data_kwargs)).to(dev)
     ucfg = cfg.unet_config(process, data.shape)
-
-    torch.manual_seed(cfg.seed)
-    net = UNet(ucfg).to(dev)
-    ema = copy.deepcopy(net).requires_grad_(False).eval()
-    params, ema_params = list(net.parameters()), list(ema.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr_at(0), betas=cfg.betas, weight_decay=cfg.weight_decay,
-                            fused=dev.type == "cuda")
-    gens = {"data": torch.Generator(dev).manual_seed(cfg.seed + 1),
-            "noise": torch.Generator(dev).manual_seed(cfg.seed + 2)}
-    sampler = BatchSampler(data, cfg.batch_size, cfg.flip, gens["data"])
+    run = _new_run(cfg, ucfg, dev)
+    sampler = BatchSampler(data, cfg.batch_size, cfg.flip, run.gens["data"])
     table = MarginalTable(process, dev, cfg.table_size)
-    step, window_start = 0, 0
-    loss_sum = torch.zeros((), device=dev)
-
     state = out / "checkpoint"
-    if ck.state_exists(state):
-        tensors, meta = ck.load_state(state)
-        check_resumable(TrainConfig.from_json(meta["config"]), cfg, Path(str(state) + ".json"))
-        net.load_state_dict(ck.subdict(tensors, "net."))
-        ema.load_state_dict(ck.subdict(tensors, "ema."))
-        ck.optimizer_load(opt, tensors, meta["optimizer"])
-        ck.rng_restore(gens, tensors)
-        step, window_start = meta["step"], meta["window_start"]
-        loss_sum = tensors["loss_sum"].to(dev)
-        print(f"resuming {out} at step {step}", file=sys.stderr)
+    if _resume(run, state, cfg, dev):
+        print(f"resuming {out} at step {run.step}", file=sys.stderr)
 
+    net, params, ema_params = run.net, list(run.net.parameters()), list(run.ema.parameters())
     if channels_last:
         net.to(memory_format=torch.channels_last)
-        ema.to(memory_format=torch.channels_last)
+        run.ema.to(memory_format=torch.channels_last)
     # On CUDA the loop is bound by the host's per-kernel launch cost (~1800 kernels a step in eager
     # mode); "reduce-overhead" replays the compiled forward/backward as CUDA graphs.
     model = torch.compile(net, mode="reduce-overhead" if dev.type == "cuda" else "default") if compile else net
@@ -305,59 +367,43 @@ def train(cfg: TrainConfig, out, *, save_every: int = 5000, log_every: int = 100
     eps_shape = (cfg.batch_size, process.k * C, H, W)
     end = min(cfg.steps, stop_at if stop_at is not None else cfg.steps)
     deadline = None if max_minutes is None else t_start + 60 * max_minutes
-    log = open_log(out / "log.jsonl", step)
+    log = open_log(out / "log.jsonl", run.step)
+    model_cfg = ck.diffusion_config(process, ucfg, data.shape, dataset=data.name, steps=run.step,
+                                    ema_decay=cfg.ema_decay, batch_size=cfg.batch_size)
+    flags = {"device": str(dev), "compile": compile, "channels_last": channels_last,
+             "deterministic": deterministic}
+    model_paths = [out / "model"] + ([export] if export is not None else [])
 
-    def save():
-        tensors = {**ck.prefixed(net.state_dict(), "net."), **ck.prefixed(ema.state_dict(), "ema."),
-                   **ck.rng_tensors(gens), "loss_sum": loss_sum}
-        opt_tensors, opt_meta = ck.optimizer_tensors(opt)
-        ck.save_state(state, {**tensors, **opt_tensors},
-                      {"format": "cosi-train", "step": step, "window_start": window_start,
-                       "config": cfg.to_json(), "optimizer": opt_meta, "device": str(dev),
-                       "compile": compile, "channels_last": channels_last, "deterministic": deterministic})
-        model_cfg = ck.diffusion_config(process, ucfg, data.shape, dataset=data.name, steps=step,
-                                        ema_decay=cfg.ema_decay, batch_size=cfg.batch_size)
-        ck.save_model(out / "model", ema, model_cfg)
-        if export is not None:
-            ck.save_model(export, ema, model_cfg)
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {process.name}", unit="step", disable=not progress,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-    if step == 0:
+    bar = _progress_bar(cfg, run, process, progress)
+    if run.step == 0:
         print(f"{process!r}: U-Net with {count_parameters(net) / 1e6:.2f}M parameters on {dev}, data "
               f"{data.name} {tuple(data.images.shape)}", file=sys.stderr)
-    last_time, last_step, stopped_by = time.perf_counter(), step, "steps"
+    since, stopped_by = (time.perf_counter(), run.step), "steps"
     grad_norm = torch.zeros((), device=dev)
     with _Stop() as stop:
         net.train()
-        while step < end:
+        while run.step < end:
             if compile:
                 torch.compiler.cudagraph_mark_step_begin()
-            x0, t, eps = draw_batch(sampler, gens["noise"], process, eps_shape, channels_last)
-            loss, grad_norm = optimizer_step(model, table, x0, t, eps, opt, params, ema_params, cfg, step, amp)
-            step += 1
-            loss_sum += loss
+            x0, t, eps = draw_batch(sampler, run.gens["noise"], process, eps_shape, channels_last)
+            loss, grad_norm = optimizer_step(model, table, x0, t, eps, run.opt, params, ema_params, cfg,
+                                             run.step, amp)
+            run.step += 1
+            run.loss_sum += loss
             bar.update(1)
 
-            if step % log_every == 0:
-                mean_loss = loss_sum.item() / (step - window_start)  # the one host sync
+            if run.step % log_every == 0:
                 now = time.perf_counter()
-                sps = (step - last_step) / (now - last_time)
-                row = {"step": step, "loss": mean_loss, "lr": cfg.lr_at(step - 1),
-                       "grad_norm": grad_norm.item(), "steps_per_s": round(sps, 2),
-                       "time": round(time.monotonic() - t_start, 1)}
+                row = _log_window(run, cfg, grad_norm, since, now, t_start)
                 log.write(json.dumps(row) + "\n")
-                bar.set_postfix(loss=f"{mean_loss:.4f}", it_s=f"{sps:.1f}")
-                loss_sum.zero_()
-                window_start, last_time, last_step = step, now, step
-                if steps_file is not None and Path(steps_file).is_file():
-                    cfg.steps = max(step, int(Path(steps_file).read_text().strip()))
+                bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['steps_per_s']:.1f}")
+                since = (now, run.step)
+                steps = _read_steps_file(steps_file, run.step)
+                if steps is not None:
+                    cfg.steps = bar.total = steps
                     end = min(cfg.steps, stop_at if stop_at is not None else cfg.steps)
-                    bar.total = cfg.steps
-            if step % save_every == 0 and step < end:
-                save()
+            if run.step % save_every == 0 and run.step < end:
+                _save(run, state, model_paths, cfg, model_cfg, flags)
             if deadline is not None and time.monotonic() > deadline:
                 stopped_by = "time budget"
                 break
@@ -365,9 +411,9 @@ def train(cfg: TrainConfig, out, *, save_every: int = 5000, log_every: int = 100
                 stopped_by = "signal"
                 break
     bar.close()
-    save()
+    _save(run, state, model_paths, cfg, model_cfg, flags)
     log.close()
-    if step < cfg.steps:
-        print(f"stopped at step {step} ({stopped_by}); run the same command again to resume", file=sys.stderr)
-    return {"step": step, "finished": step >= cfg.steps, "stopped_by": stopped_by, "out": str(out),
+    if run.step < cfg.steps:
+        print(f"stopped at step {run.step} ({stopped_by}); run the same command again to resume", file=sys.stderr)
+    return {"step": run.step, "finished": run.step >= cfg.steps, "stopped_by": stopped_by, "out": str(out),
             "seconds": time.monotonic() - t_start}

@@ -10,6 +10,7 @@ import inspect
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -183,9 +184,10 @@ def register_external(name: str, description: str, run: Callable, *, options: di
 
 
 def nearest_nfe(sampler: str, nfe: int, process="psld", *, denoise: bool = False, at_least: bool = False) -> int:
-    """The NFE closest to ``nfe`` that ``sampler`` meets exactly on ``process`` (ties: the larger one);
-    with ``at_least``, the smallest such NFE ≥ ``nfe``. A sampler makes ``extra + per_step · steps``
-    calls, plus one to denoise, with at least one step."""
+    """The NFE closest to ``nfe`` that ``sampler`` meets exactly on ``process`` (ties: the smaller one,
+    so an equally near choice never costs more calls than asked); with ``at_least``, the smallest such
+    NFE ≥ ``nfe``. A sampler makes ``extra + per_step · steps`` calls, plus one to denoise, with at
+    least one step."""
     from ..processes import make_process
 
     s = get_sampler(sampler)
@@ -196,7 +198,7 @@ def nearest_nfe(sampler: str, nfe: int, process="psld", *, denoise: bool = False
         return lowest
     below = fixed + per_step * ((nfe - fixed) // per_step)
     above = below if below == nfe else below + per_step
-    if at_least or above - nfe <= nfe - below:
+    if at_least or above - nfe < nfe - below:
         return above
     return below
 
@@ -221,8 +223,20 @@ def _freeze(v):
     return v
 
 
-_CACHE: "OrderedDict[tuple, Plan]" = OrderedDict()
-_CACHE_SIZE = 256
+class _Frozen:
+    """An argument keyed by its frozen form (tensors by their entries), so that a grid tensor or a
+    B matrix can key :func:`functools.lru_cache`; the value itself is passed on unchanged."""
+
+    __slots__ = ("value", "key")
+
+    def __init__(self, value):
+        self.value, self.key = value, _freeze(value)
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Frozen) and self.key == other.key
 
 
 def check_sampler(s: Sampler, process: LinearProcess, options: dict) -> None:
@@ -280,22 +294,22 @@ def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: 
                          "lam='auto'")
     grid = s.grid(process) if grid is None else grid
     project = bool(project) and s.eps_form and process.k > 1
-    key = (name, process.key, nfe, _freeze(grid), bool(denoise), project, _freeze(sorted(options.items())))
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+    return _cached_plan(name, process, nfe, _Frozen(grid), bool(denoise), project, _Frozen(sorted(options.items())))
+
+
+@lru_cache(maxsize=256)
+def _cached_plan(name: str, process: LinearProcess, nfe: int, grid: _Frozen, denoise: bool, project: bool,
+                 options: _Frozen) -> Plan:
+    opts = dict(options.value)
     try:
-        plan = s.build(process, nfe, grid, bool(denoise), **options)
+        plan = SAMPLERS[name].build(process, nfe, grid.value, denoise, **opts)
     except torch.linalg.LinAlgError:
-        raise ValueError(_coefficients_refused(name, nfe, options, "singular (a matrix inversion fails)")) from None
-    _check_coefficients(plan, name, nfe, options)
+        raise ValueError(_coefficients_refused(name, nfe, opts, "singular (a matrix inversion fails)")) from None
+    _check_coefficients(plan, name, nfe, opts)
     if plan.nfe != nfe:  # a sampler bug, not a user error
         raise AssertionError(f"{name} built a plan with {plan.nfe} calls for nfe={nfe}")
     if project:
         plan.project_eps(process)
-    _CACHE[key] = plan
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
     return plan
 
 

@@ -287,6 +287,10 @@ class _CapturedPlan:
         return self.out.clone(), self.finite.clone()
 
 
+# Hand-written rather than functools.lru_cache: the key holds ids (of the plan and the model's
+# owner), which Python reuses once an object dies, so a hit must also check identity
+# (``matches``) and a stale entry be replaced; and the call's tensors (z, noise) are inputs
+# of the first capture, not part of the key.
 _GRAPHS: "OrderedDict[tuple, _CapturedPlan]" = OrderedDict()
 _GRAPHS_KEPT = 4  # each holds its own memory pool
 
@@ -306,9 +310,9 @@ def _run_graphed(plan: Plan, eps_model: Callable, z: Tensor, noise) -> tuple[Ten
         raise ValueError("graph=True replays the sampler's noise from counter-based keys: pass "
                          "noise=cosi.core.noise.CounterNoise(keys) (cosi.sample does when given a generator)")
     owner = getattr(eps_model, "__self__", eps_model)
-    if getattr(owner, "compiled_mode", None) == "reduce-overhead":
-        raise ValueError("the network is compiled with its own CUDA graphs (mode 'reduce-overhead'), which "
-                         "graph=True cannot capture again: compile it with model.compile('default')")
+    if getattr(owner, "captures_itself", False):  # the capability cosi.core.sampling.sample documents
+        raise ValueError("the network replays its own CUDA graphs (e.g. compiled with mode 'reduce-overhead'), "
+                         "which graph=True cannot capture again: compile it with model.compile('default')")
     key = (id(plan), id(owner), tuple(z.shape), z.dtype, str(z.device))
     entry = _GRAPHS.get(key)
     if entry is not None and entry.matches(plan, eps_model):

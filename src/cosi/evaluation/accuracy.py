@@ -28,7 +28,7 @@ from torch import Tensor
 from ..core.integrators import get_sampler, nearest_nfe
 from ..core.noise import sample_keys
 from ..core.sampling import sample
-from .cache import ModelCache, model_key
+from .cache import ModelCache, model_key, owner
 
 REFERENCES_KEPT = 16  # reference solutions remembered in memory (each n × the data size)
 _CACHE = ModelCache(REFERENCES_KEPT)

@@ -157,3 +157,14 @@ def test_x0_hat_of_the_callback_approaches_the_data():
     means = gmm.means.reshape(2, -1)
     nearest = [torch.cdist(x0, means).min(1).values.max() for x0 in seen]
     assert nearest[-1] < 0.02 < nearest[0], nearest
+
+
+def test_cosi_samplers_explain_prints_the_equations_and_the_plan():
+    from typer.testing import CliRunner
+
+    from cosi.cli.app import app
+
+    r = CliRunner().invoke(app, ["samplers", "--explain", "csps-d", "--nfe", "6"])
+    assert r.exit_code == 0, r.output
+    assert "B[euler, S(t)] t→t+h:" in r.output and "m ← m + h β [F_B z + S_m(t) ε]" in r.output
+    assert "λ = −3 is tuned to that choice" in r.output and "steps 1–4 (×4): A[conjugate, λ=-3]" in r.output

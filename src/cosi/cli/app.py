@@ -58,10 +58,29 @@ def _sampler_options(lam, eta: Optional[float], option: List[str]) -> dict:
 
 
 @app.command()
-def samplers() -> None:
-    """List the samplers with a one-line description each."""
-    from ..core.integrators import SAMPLERS
+def samplers(
+    explain: Optional[str] = typer.Option(None, "--explain", help="a sampler's update in equations, its order "
+                                          "and NFE, and the sequence of sub-flows and network calls of its plan"),
+    process: str = typer.Option("psld", "--process", "-p", help="with --explain: vp, cld or psld"),
+    nfe: int = typer.Option(10, "--nfe", help="with --explain: number of network calls of the plan shown"),
+) -> None:
+    """List the samplers with a one-line description each, or explain one (--explain NAME)."""
+    from ..core.integrators import SAMPLERS, build_plan, get_sampler
 
+    if explain is not None:
+        from ..core.processes import make_process
+
+        try:
+            s = get_sampler(explain)
+            typer.echo(f"{s.name}: {s.algorithm}\n")
+            if s.build is None:
+                typer.echo("(run step by step by another library: no plan)")
+                return
+            plan = build_plan(s.name, make_process(process), nfe)
+        except ValueError as e:
+            _fail(str(e))
+        typer.echo(f"Plan on {process}, nfe={nfe} (h < 0: the step t → t+h, s = t+h):\n{plan.explain()}")
+        return
     w = max(map(len, SAMPLERS))
     for name, s in SAMPLERS.items():
         procs = "" if len(s.processes) == 3 else f"  [{', '.join(s.processes)} only]"

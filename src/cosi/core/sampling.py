@@ -49,6 +49,11 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         grid: a grid name ('uniform', 'quadratic', 'logsnr', 'edm') or a decreasing
             sequence of times; default: the sampler's measured choice for the process.
         denoise: end with a final denoising call at t_min (counted in ``nfe``).
+        callback: ``callback(info)`` once per grid step (k-diffusion's convention), after the step's last
+            update: ``info = {"i": step index 0 … steps − 1, "t": the time reached, "z": the state,
+            "x0_hat": w_t (z_call − L_t ε), the data prediction of the latest network call (the data block's
+            shape), "calls": network calls made so far}``; with ``denoise`` the final denoising is one more
+            step (i = steps). Not with ``graph=True``.
         noise: optional ``noise(i, z) -> ξ`` for the i-th noisy update (e.g. per-sample
             seeded noise); overrides ``generator`` for the sampler's noise.
         graph: (CUDA) capture the whole sampler — network calls, updates (compiled into one

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections import OrderedDict
@@ -18,7 +19,7 @@ import torch
 from ..processes import LinearProcess
 from . import classic, conjugate, gddim, multistep
 from . import eta as eta_schedule
-from .splitting import Scheme, scheme_calls, splitting_plan
+from .splitting import Scheme, scheme_algorithm, scheme_calls, splitting_plan
 from .base import NFEError, grid_for, single_call_plan, steps_for
 from .plan import Plan
 
@@ -40,7 +41,6 @@ class Sampler:
     processes: tuple = ("vp", "cld", "psld")
     default_grid: dict = field(default_factory=dict)
     stochastic: bool = False
-    doc: str = ""
     run: Callable | None = None
     calls: Callable = lambda process: (1, 0)  # (calls per step, extra calls at the start) on a process
     eps_form: bool = True  # steps with ε itself (projected for consistency on k ≥ 2); False: with x̂₀ = w (z − L ε)
@@ -48,14 +48,21 @@ class Sampler:
     def grid(self, process: LinearProcess) -> str:
         return self.default_grid.get(process.name, "uniform")
 
+    @property
+    def algorithm(self) -> str:
+        """The sampler's update in math.md's symbols, its order and NFE per step: the docstring of its build
+        (or run) function, shown by ``cosi samplers --explain``."""
+        return inspect.getdoc(self.build or self.run) or self.description
+
 
 def single_call(coeffs: Callable, name: str) -> Callable:
     """Build function of a sampler with one network call per step from its coefficients."""
 
     def build(process, nfe, grid, denoise, **options):
         ts = grid_for(process, steps_for(nfe, 1, 0, denoise, name), grid)
-        return single_call_plan(process, ts, coeffs(process, ts, **options), denoise)
+        return single_call_plan(process, ts, coeffs(process, ts, **options), denoise, label=f"{name} step t→s")
 
+    build.__doc__ = coeffs.__doc__
     return build
 
 
@@ -70,10 +77,8 @@ SAMPLERS: "OrderedDict[str, Sampler]" = OrderedDict()
 def register(name: str, description: str, *, coeffs: Callable | None = None,
              build: Callable | None = None, options: dict | None = None, **kw) -> None:
     if coeffs is not None:
-        build, options, doc = single_call(coeffs, name), _options(coeffs), coeffs.__doc__
-    else:
-        doc = build.__doc__
-    SAMPLERS[name] = Sampler(name, description, build, options or {}, doc=doc or "", **kw)
+        build, options = single_call(coeffs, name), _options(coeffs)
+    SAMPLERS[name] = Sampler(name, description, build, options or {}, **kw)
 
 
 # Default grids: chosen by measurement on the exact-score oracles (docs/integrators.md, "Default
@@ -117,8 +122,10 @@ register("lambda-ddim-2", "conjugate integrator with B = lam * ones (lambda-DDIM
          coeffs=conjugate.lambda_ddim_2, default_grid=_ODE_GRIDS)
 
 
-def register_splitting(name: str, description: str, scheme: Scheme, **defaults) -> None:
-    """A splitting preset: the scheme plus its default options (eta, lam)."""
+def register_splitting(name: str, description: str, scheme: Scheme, note: str = "", **defaults) -> None:
+    """A splitting preset: the scheme plus its default options (eta, lam). Its docstring (``cosi samplers
+    --explain``) is the description, the scheme's step as equations (:func:`splitting.scheme_algorithm`)
+    and ``note``."""
 
     def build(process, nfe, grid, denoise, **options):
         opts = {**defaults, **options}
@@ -129,58 +136,66 @@ def register_splitting(name: str, description: str, scheme: Scheme, **defaults) 
 
     if scheme.stochastic:  # which linear terms O integrates with the noise, and the position's own noise
         defaults = {**defaults, "o_part": scheme.o_part, "eta_x": None}  # scale (None: eta): choices to measure
-    calls = "1 NFE/step" if scheme.policy == "reduced" else "1 NFE per sub-flow that uses eps"
-    build.__doc__ = (f"{description}. Composition {scheme.composition.replace('*', '')} with fractions "
-                     f"{scheme.fractions}; {scheme.method} sub-flows; {scheme.policy} calls ({calls}); "
-                     f"network call at '*' in {scheme.composition}.")
+    shown = {k: v for k, v in defaults.items() if v is not None}
+    build.__doc__ = (f"{description}. Composition {scheme.composition} (fractions of h {scheme.fractions}, "
+                     f"'*' the call), {scheme.policy} calls; defaults {shown}.\n\n{scheme_algorithm(scheme)}"
+                     + (f"\n\n{note}" if note else ""))
     register(name, description, build=build, options=dict(defaults), processes=("cld", "psld"),
              default_grid=_ODE_GRIDS, stochastic=scheme.stochastic, calls=lambda p: scheme_calls(p, scheme))
 
 
-H = 0.5
+HALF = 0.5  # half of the step h
+CSPS_D_NOTE = (
+    "The momentum kick B uses the score coefficient at its sub-flow's start, S(t), while its ε comes from the "
+    "call at t+h/2. λ = −3 is tuned to that choice: taking S(t+h/2), consistent with the call, was 2× worse "
+    "on the PSLD oracle (docs/integrators.md, \"How the defaults of csps-d were chosen\").")
 # deterministic (probability-flow ODE)
 register_splitting("nse", "naive symplectic Euler (B then A)", Scheme("BA", (1, 1), "euler", "naive"))
-register_splitting("nvv", "naive velocity Verlet (B/2, A, B/2)", Scheme("BAB", (H, 1, H), "euler", "naive"))
+register_splitting("nvv", "naive velocity Verlet (B/2, A, B/2)", Scheme("BAB", (HALF, 1, HALF), "euler", "naive"))
 register_splitting("rse", "reduced symplectic Euler: one call per step", Scheme("*BA", (1, 1), "euler", "reduced"))
 register_splitting("rvv", "reduced velocity Verlet: one call per step (+1 at T)",
-                   Scheme("BA*B", (H, 1, H), "euler", "reduced"))
+                   Scheme("BA*B", (HALF, 1, HALF), "euler", "reduced"))
 register_splitting("cse", "conjugate symplectic Euler: exponential sub-flows, one call per step",
                    Scheme("*BA", (1, 1), "conjugate", "reduced"), lam=0.0)
 register_splitting("cvv", "conjugate velocity Verlet: exponential sub-flows, one call per step (+1 at T)",
-                   Scheme("BA*B", (H, 1, H), "conjugate", "reduced"), lam=0.0)
+                   Scheme("BA*B", (HALF, 1, HALF), "conjugate", "reduced"), lam=0.0)
 register_splitting("csps-d", "conjugate splitting PSLD sampler, deterministic: A/2 (conjugate), call, "
                    "B (Euler), A/2 (conjugate); the best deterministic splitting preset",
-                   Scheme("A*BA", (H, 1, H), "A=conjugate,B=euler", "reduced"), lam=-3.0)
+                   Scheme("A*BA", (HALF, 1, HALF), "A=conjugate,B=euler", "reduced"), note=CSPS_D_NOTE, lam=-3.0)
 # stochastic (reverse SDE family, noise scale eta; same marginals for every eta)
 register_splitting("oba", "naive OBA splitting (stochastic)", Scheme("OBA", (1, 1, 1), "euler", "naive"), eta="auto")
 register_splitting("bao", "naive BAO splitting (stochastic)", Scheme("BAO", (1, 1, 1), "euler", "naive"), eta="auto")
-register_splitting("obab", "naive OBAB splitting (stochastic)", Scheme("OBAB", (1, H, 1, H), "euler", "naive"),
+register_splitting("obab", "naive OBAB splitting (stochastic)", Scheme("OBAB", (1, HALF, 1, HALF), "euler", "naive"),
                    eta="auto")
 register_splitting("baoab", "naive BAOAB splitting (stochastic)",
-                   Scheme("BAOAB", (H, H, 1, H, H), "euler", "naive"), eta="auto")
+                   Scheme("BAOAB", (HALF, HALF, 1, HALF, HALF), "euler", "naive"), eta="auto")
 register_splitting("roba", "reduced OBA: one call per step", Scheme("O*BA", (1, 1, 1), "euler", "reduced"), eta="auto")
 register_splitting("rbao", "reduced BAO: one call per step", Scheme("*BAO", (1, 1, 1), "euler", "reduced"), eta="auto")
 register_splitting("robab", "reduced OBAB: one call per step (+1 at T)",
-                   Scheme("OBA*B", (1, H, 1, H), "euler", "reduced"), eta="auto")
+                   Scheme("OBA*B", (1, HALF, 1, HALF), "euler", "reduced"), eta="auto")
 register_splitting("rbaoab", "reduced BAOAB: one call per step (+1 at T)",
-                   Scheme("BAOA*B", (H, H, 1, H, H), "euler", "reduced"), eta="auto")
+                   Scheme("BAOA*B", (HALF, HALF, 1, HALF, HALF), "euler", "reduced"), eta="auto")
 register_splitting("coba", "conjugate OBA: exponential sub-flows, one call per step",
                    Scheme("O*BA", (1, 1, 1), "conjugate", "reduced"), eta="auto", lam=0.0)
 register_splitting("sps-s", "splitting PSLD sampler, stochastic: O, B/2, A, call, B/2 (reduced OBAB); "
-                   "eta='auto': the measured stable schedule", Scheme("OBA*B", (1, H, 1, H), "euler", "reduced"), eta="auto")
+                   "eta='auto': the measured stable schedule", Scheme("OBA*B", (1, HALF, 1, HALF), "euler", "reduced"), eta="auto")
 register_splitting("csps-s", "conjugate splitting PSLD sampler, stochastic: O, B/2, A (conjugate), call, "
                    "B/2; eta='auto': the measured stable schedule",
-                   Scheme("OBA*B", (1, H, 1, H), "A=conjugate,B=euler", "reduced"), eta="auto", lam=0.0)
+                   Scheme("OBA*B", (1, HALF, 1, HALF), "A=conjugate,B=euler", "reduced"), eta="auto", lam=0.0)
 register_splitting("sscs", "CLD's symmetric splitting sampler SSCS (Dockhorn et al. 2022)",
-                   Scheme("O*BAO", (H, 1, 1, H), "euler", "reduced", o_part="linear"), eta="auto")
+                   Scheme("O*BAO", (HALF, 1, 1, HALF), "euler", "reduced", o_part="linear"), eta="auto")
 
 
 def register_external(name: str, description: str, run: Callable, *, options: dict, processes: tuple,
                       doc: str = "") -> None:
     """A sampler run step by step by another library (the peers of :mod:`cosi.evaluation.peers`):
     ``run(eps_model, process, nfe, z_T, **options) -> (z, calls)``. Registered from above the core, so
-    the core itself imports no such library."""
-    SAMPLERS[name] = Sampler(name, description, None, dict(options), processes=processes, doc=doc, run=run)
+    the core itself imports no such library. ``doc`` (default: ``run``'s) is what ``cosi samplers --explain``
+    shows."""
+    if doc:
+        run = functools.partial(run)  # a copy that carries the doc
+        run.__doc__ = doc
+    SAMPLERS[name] = Sampler(name, description, None, dict(options), processes=processes, run=run)
 
 
 def nearest_nfe(sampler: str, nfe: int, process="psld", *, denoise: bool = False, at_least: bool = False) -> int:
@@ -306,6 +321,7 @@ def _cached_plan(name: str, process: LinearProcess, nfe: int, grid: _Frozen, den
     except torch.linalg.LinAlgError:
         raise ValueError(_coefficients_refused(name, nfe, opts, "singular (a matrix inversion fails)")) from None
     _check_coefficients(plan, name, nfe, opts)
+    plan.process = process
     if plan.nfe != nfe:  # a sampler bug, not a user error
         raise AssertionError(f"{name} built a plan with {plan.nfe} calls for nfe={nfe}")
     if project:

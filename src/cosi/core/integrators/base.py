@@ -59,12 +59,13 @@ def add_denoise(plan: Plan, process: LinearProcess, t: float) -> None:
     Cz, Ce = eye(k), torch.zeros(k, k, dtype=f64)
     Cz[0, 0] = 1.0 / m.psi[0]
     Ce[0] = -m.L[0] / m.psi[0]
-    plan.eval(t)
-    plan.lin(t, plan.coeffs(Cz, Ce))
+    plan.eval(t, at="t_min")
+    plan.lin(t, plan.coeffs(Cz, Ce), label="denoise (Tweedie)", step=plan.steps)
 
 
-def single_call_plan(process: LinearProcess, ts: Tensor, coeffs, denoise: bool) -> Plan:
-    """One network call at the start of each step, then z ← Cz z + Cε ε + Cξ ξ.
+def single_call_plan(process: LinearProcess, ts: Tensor, coeffs, denoise: bool, label: str = "step t→s") -> Plan:
+    """One network call at the start of each step, then z ← Cz z + Cε ε + Cξ ξ (``label``: that update in
+    words, for :meth:`Plan.explain`).
 
     ``coeffs`` is (Cz, Ce, Cn) with each (steps, k, k) or Cn None.
     """
@@ -72,8 +73,8 @@ def single_call_plan(process: LinearProcess, ts: Tensor, coeffs, denoise: bool) 
     chunk = plan.coeffs(*coeffs)
     times = ts.tolist()
     for i in range(len(times) - 1):
-        plan.eval(times[i])
-        plan.lin(times[i + 1], chunk, i)
+        plan.eval(times[i], at="t")
+        plan.lin(times[i + 1], chunk, i, label=label, step=i)
     if denoise:
         add_denoise(plan, process, times[-1])
     return plan

@@ -170,8 +170,11 @@ def gddim_2m_plan(process: LinearProcess, nfe: int, grid, denoise: bool, *, eta:
     save = plan.coeffs(torch.eye(process.k, dtype=f64).expand_as(mt.L), -mt.L)
     times = ts.tolist()
     for i in range(steps):
-        plan.eval(times[i])
-        plan.lin(times[i + 1], first if i == 0 else multi, i, save=save if i < steps - 1 else None)
+        plan.eval(times[i], at="t")
+        saves = i < steps - 1
+        plan.lin(times[i + 1], first if i == 0 else multi, i, save=save if saves else None, step=i,
+                 label=("gddim step t→s" if i == 0 else "2-step t→s (x̂₀ linear in τ through x̂₀_p)")
+                 + (" · r ← z − L ε" if saves else ""))
     if denoise:
         add_denoise(plan, process, times[-1])
     return plan

@@ -17,7 +17,7 @@ values before the update).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable
 
@@ -26,24 +26,36 @@ from torch import Tensor
 
 from ..noise import CounterNoise
 from ..processes import f64
-from .coefficients import consistency_projection
+from .coefficients import consistency_projection, data_prediction_weights
 
 
 @dataclass(frozen=True)
 class Eval:
     """ε ← ε_θ(z, t); with ``project`` = (chunk, row), then ε ← P_z z + P_ε ε, the consistency projection
-    (:func:`cosi.core.integrators.coefficients.consistency_projection`) with the matrices of that row."""
+    (:func:`cosi.core.integrators.coefficients.consistency_projection`) with the matrices of that row.
+    ``at``: the call's time in the step's symbols (``t + h/2``), for :meth:`Plan.explain`."""
 
     t: float
     project: tuple | None = None
+    at: str = ""
+
+    def __str__(self) -> str:
+        return f"ε(z, {self.at or f'{self.t:.4g}'})" + (" → projected" if self.project is not None else "")
+
+    def __repr__(self) -> str:
+        return f"Eval[{self}; t={self.t:.6g}]"
 
 
 @dataclass(frozen=True)
 class Lin:
     """z ← C_z z + C_ε ε + Σ_j C_r,j r_j + C_ξ ξ with the matrices of row ``row`` of coefficient
-    chunk ``chunk``; ``t`` is the time the state reaches (for callbacks). ``uses_reg``: how many
-    registers r_0 … r_{n−1} it reads (True = 1). With ``save`` (a chunk of (S_z, S_ε)), also
-    r_slot ← S_z z + S_ε ε from the same z and ε, before z changes (the update reads the old r_slot)."""
+    chunk ``chunk``; ``t`` is the time the state reaches. ``uses_reg``: how many registers r_0 … r_{n−1}
+    it reads (True = 1). With ``save`` (a chunk of (S_z, S_ε)), also r_slot ← S_z z + S_ε ε from the same
+    z and ε, before z changes (the update reads the old r_slot).
+
+    ``label``: what the update is, in symbols and the same for every step (``A[conjugate, λ=-3] t→t+h/2``),
+    set by the builder; ``step``: set on the last update of grid step ``step`` (the per-step callback fires
+    after it; the final denoising update is step ``steps``)."""
 
     chunk: int
     row: int
@@ -53,22 +65,47 @@ class Lin:
     uses_reg: int = 0
     save: int | None = None
     slot: int = 0
+    label: str = ""
+    step: int | None = None
+
+    def __str__(self) -> str:
+        return self.label or f"update (chunk {self.chunk}, row {self.row})"
+
+    def __repr__(self) -> str:
+        regs = "".join(f", r{j}" for j in range(int(self.uses_reg)))
+        reads = "z" + ", ε" * self.uses_eps + regs + ", ξ" * self.noisy
+        extra = ("" if self.save is None else f"; r{self.slot} ← chunk {self.save}") + \
+            ("" if self.step is None else f"; ends step {self.step}")
+        return f"Lin[{self}; reaches t={self.t:.6g}; reads {reads}; chunk {self.chunk} row {self.row}{extra}]"
 
 
-@dataclass
+def _runs(items: list) -> list:
+    """Run-length encoding: [(first index, count, item)] of consecutive equal items."""
+    out = []
+    for i, x in enumerate(items):
+        if out and out[-1][2] == x:
+            out[-1][1] += 1
+        else:
+            out.append([i, 1, x])
+    return out
+
+
+@dataclass(repr=False)
 class Plan:
     """The whole sampler: a list of operations and float64 coefficient chunks.
 
     A chunk is a tuple (C_z, C_ε, C_ξ, C_r) of (n, k, k) stacks, typically one row per step of
     one kind of sub-update, computed vectorized over the grid; C_ε, C_ξ or C_r is None when the
     update does not use ε, noise or a register. An update that reads several registers has C_r a
-    tuple of (n, k, k) stacks, one per register slot 0, 1, ….
+    tuple of (n, k, k) stacks, one per register slot 0, 1, …. ``process``: the process it was built for
+    (set by :func:`cosi.core.integrators.build_plan`; the per-step callback's x̂₀ needs it).
     """
 
     k: int
     ops: list = field(default_factory=list)
     chunks: list = field(default_factory=list)
-    on_device: dict = field(default_factory=dict, repr=False, compare=False)  # see _packed
+    on_device: dict = field(default_factory=dict, compare=False)  # see _packed
+    process: object = field(default=None, compare=False)
 
     @property
     def nfe(self) -> int:
@@ -77,6 +114,11 @@ class Plan:
     @property
     def stochastic(self) -> bool:
         return any(isinstance(op, Lin) and op.noisy for op in self.ops)
+
+    @property
+    def steps(self) -> int:
+        """Grid steps marked by the builder (the final denoising update counts as one)."""
+        return sum(isinstance(op, Lin) and op.step is not None for op in self.ops)
 
     def coeffs(self, Cz: Tensor, Ce: Tensor | None = None, Cn: Tensor | None = None,
                Cr: Tensor | None = None) -> int:
@@ -88,8 +130,9 @@ class Plan:
         self.chunks.append((as64(Cz), as64(Ce), as64(Cn), Cr if isinstance(Cr, tuple) else as64(Cr)))
         return len(self.chunks) - 1
 
-    def eval(self, t) -> None:
-        self.ops.append(Eval(float(t)))
+    def eval(self, t, at: str = "") -> None:
+        """Append a network call at time t (``at``: that time in the step's symbols, e.g. 't + h/2')."""
+        self.ops.append(Eval(float(t), at=at))
 
     def project_eps(self, process) -> None:
         """Follow every network call by the consistency projection of ε, ε ← P_z z + P_ε ε at the call's time
@@ -100,16 +143,52 @@ class Plan:
         P_z, P_eps = consistency_projection(process, torch.tensor([self.ops[i].t for i in calls], dtype=f64))
         chunk = self.coeffs(P_z, P_eps)
         for row, i in enumerate(calls):
-            self.ops[i] = Eval(self.ops[i].t, (chunk, row))
+            self.ops[i] = replace(self.ops[i], project=(chunk, row))
 
-    def lin(self, t, chunk: int, row: int = 0, save: int | None = None, slot: int = 0) -> None:
+    def lin(self, t, chunk: int, row: int = 0, save: int | None = None, slot: int = 0, *, label: str = "",
+            step: int | None = None) -> None:
         """Append the update of row ``row`` of ``chunk``, reaching time t; ``save``: a chunk
-        (S_z, S_ε) whose row ``row`` writes register ``slot`` from the values before the update."""
+        (S_z, S_ε) whose row ``row`` writes register ``slot`` from the values before the update. ``label``:
+        the update in symbols, the same for every step; ``step``: the grid step this update ends."""
         _, Ce, Cn, Cr = self.chunks[chunk]
         if save is not None and (self.chunks[save][2] is not None or self.chunks[save][3] is not None):
             raise ValueError("a register save reads z and ε only")
         regs = 0 if Cr is None else len(Cr) if isinstance(Cr, tuple) else 1
-        self.ops.append(Lin(chunk, row, Ce is not None, Cn is not None, float(t), regs, save, slot))
+        self.ops.append(Lin(chunk, row, Ce is not None, Cn is not None, float(t), regs, save, slot, label, step))
+
+    def data_prediction_rows(self) -> Tensor:
+        """(calls, 1, 2k) float64: per network call, [w_t | −w_t L_t], so that x̂₀ = w_t (z − L_t ε) from the
+        state at the call and its ε (:func:`~cosi.core.integrators.coefficients.data_prediction_weights`).
+        Computed on first use (the per-step callback) and kept."""
+        if "x0" not in self.on_device:
+            if self.process is None:
+                raise ValueError("the per-step callback's x̂₀ needs the plan's process: build the plan with "
+                                 "cosi.core.integrators.build_plan (or set plan.process)")
+            t = torch.tensor([op.t for op in self.ops if isinstance(op, Eval)], dtype=f64)
+            w = data_prediction_weights(self.process, t)
+            self.on_device["x0"] = torch.cat([w, -w @ self.process.marginal(t).L], -1)
+        return self.on_device["x0"]
+
+    def explain(self) -> str:
+        """The labelled sequence of updates and network calls, one line per run of identical steps:
+        the first step, the repeated middle steps once with their count, the last step if it differs,
+        then what follows the last grid step (the final denoising)."""
+        steps, current = [], []
+        for op in self.ops:
+            current.append(str(op))
+            if isinstance(op, Lin) and op.step is not None:
+                steps.append(" · ".join(current))
+                current = []
+        lines = []
+        for first, count, text in _runs(steps):
+            span = f"step {first}" if count == 1 else f"steps {first}–{first + count - 1} (×{count})"
+            lines.append(f"{span}: {text}")
+        if current:
+            lines.append(("then" if steps else "ops") + ": " + " · ".join(current))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Plan(k={self.k}, {self.nfe} network calls, {len(self.ops)} ops):\n{self.explain()}"
 
 
 class ModelError(RuntimeError):
@@ -186,15 +265,27 @@ def _packed(plan: Plan, device: torch.device, dtype: torch.dtype) -> list:
     return plan.on_device[key]
 
 
+def _data_prediction(row: Tensor, z: Tensor, eps: Tensor) -> Tensor:
+    """x̂₀ = w (z − L ε) = Σ_j row_j z_j + Σ_j row_{k+j} ε_j over the k blocks of z and ε: the data block's shape."""
+    k = row.shape[-1] // 2
+    parts = z.unflatten(1, (k, -1)).unbind(1) + eps.unflatten(1, (k, -1)).unbind(1)
+    x0 = row[0] * parts[0]
+    for c, p in zip(row[1:], parts[1:]):
+        x0 = x0 + c * p
+    return x0
+
+
 def _loop(plan: Plan, eps_model: Callable, z: Tensor, noise: Callable, *, fused: bool = False,
           bar=None, callback: Callable | None = None) -> tuple[Tensor, Tensor]:
-    """The plan's operations in order; returns (final state, per-call finiteness flags).
+    """The plan's operations in order; returns (final state, per-call finiteness flags). ``callback``: see
+    :func:`run_plan`.
 
     No host-device synchronization happens here, so the loop can be captured as a CUDA graph."""
     dev, dt = z.device, z.dtype
     chunks = _packed(plan, dev, dt)
+    x0_rows = None if callback is None else plan.data_prediction_rows().to(device=dev, dtype=dt)
     finite = torch.ones(max(plan.nfe, 1), dtype=torch.bool, device=dev)
-    eps, regs, calls, n_noise = None, {}, 0, 0
+    eps, regs, calls, n_noise, z_call = None, {}, 0, 0, None
     B = z.shape[0]
     for op in plan.ops:
         if isinstance(op, Eval):
@@ -214,6 +305,7 @@ def _loop(plan: Plan, eps_model: Callable, z: Tensor, noise: Callable, *, fused:
             finite[calls] = torch.isfinite(eps).all()
             if op.project is not None:
                 eps = _apply(chunks[op.project[0]][op.project[1]], [z, eps], fused)
+            z_call = z
             calls += 1
             if bar is not None:
                 bar.update(1)
@@ -229,8 +321,9 @@ def _loop(plan: Plan, eps_model: Callable, z: Tensor, noise: Callable, *, fused:
         if op.save is not None:
             regs[op.slot] = _apply(chunks[op.save][op.row], [z, eps], fused)
         z = _apply(chunks[op.chunk][op.row], parts, fused)
-        if callback is not None:
-            callback({"t": op.t, "z": z, "eps": eps, "calls": calls})
+        if callback is not None and op.step is not None:
+            x0 = _data_prediction(x0_rows[calls - 1, 0], z_call, eps)
+            callback({"i": op.step, "t": op.t, "z": z, "x0_hat": x0, "calls": calls})
     return z, finite
 
 
@@ -331,8 +424,11 @@ def run_plan(plan: Plan, eps_model: Callable, z: Tensor, *, generator=None, nois
     """Run ``plan`` from state ``z``; returns (final state, network calls made).
 
     ``noise(i, z)`` (optional) returns the standard normal draw for the i-th noisy update;
-    by default it is drawn from ``generator``. ``callback`` receives a dict with the step
-    index, the time and the current state after every linear update. ``graph=True`` (CUDA only)
+    by default it is drawn from ``generator``. ``callback`` (k-diffusion's convention) is called once per
+    grid step, after the step's last update, with ``{"i": step index 0 … steps − 1, "t": the time
+    reached, "z": the state, "x0_hat": w_t (z_call − L_t ε) from the latest network call (the data block's
+    shape), "calls": network calls made so far}``; a final denoising update is one more step
+    (i = steps). The plan needs its process (:func:`cosi.core.integrators.build_plan` sets it). ``graph=True`` (CUDA only)
     captures the whole plan as one CUDA graph for this state's shape on first use and replays it
     afterwards; its noise must be a :class:`cosi.core.noise.CounterNoise`.
     """

@@ -4,23 +4,23 @@ The reverse-time vector field (η: noise scale; η = 0 is the probability-flow O
 
     dz = β(t) [F z + ½(1 + η²) D L_t⁻ᵀ ε_θ(z, t)] dt + η sqrt(β(t)) G dw̄
 
-is split into sub-flows on z = (x, m):
+is split into sub-flows on z = (x, m) (symbols: docs/integrators.md, "Symbols of the splitting integrators"):
 
-    A (position, m and ε frozen):  dx = β [K_A z + (1 + η²) S_x(t) ε] dt
-    B (momentum, x and ε frozen):  dm = β [K_B z + (1 + η²) S_m(t) ε] dt
-    O (linear drift and noise):    dz = β K_O z dt + η sqrt(β) G dw̄      (solved exactly)
+    A (position, m and ε frozen):  dx = β [F_A z + (1 + η²) S_x(t) ε] dt
+    B (momentum, x and ε frozen):  dm = β [F_B z + (1 + η²) S_m(t) ε] dt
+    O (linear drift and noise):    dz = β F_O z dt + η sqrt(β) G dw̄      (solved exactly)
 
 with S(t) = ½ D L_t⁻ᵀ (``score_coef`` computes β S). Deterministic schemes put the whole linear drift into A and B
-(K_A = row x of F, K_B = row m of F). Stochastic schemes put the friction of each block,
-diag(F), into O with the noise (an Ornstein–Uhlenbeck flow solved exactly as a Gaussian
+(F_A = Π_x F, F_B = Π_m F, Π the projection on a block). Stochastic schemes put the friction of each block,
+F_O = diag(F), into O with the noise (an Ornstein–Uhlenbeck flow solved exactly as a Gaussian
 transition, float64 Van Loan), and the coupling terms F₁₂ m and F₂₁ x into A and B — the
 molecular-dynamics split of Langevin dynamics into drift (A), kick (B) and thermostat (O).
 
-Each A/B sub-flow is advanced over its sub-interval [t_a → t_b] either by Euler, or by the
-conjugate update of its own linear part (the conjugate-splitting hybrid): with
-X_u = expm((u − t_a)(λP − βK)) (P the projection on the flow's block, λ the flow's B = λP),
+Each A/B sub-flow is advanced over its sub-interval [t_a → t_b] either by Euler (S at t_a), or by the
+conjugate integrator of math.md §2 applied to the flow alone, with B_flow = λΠ (the conjugate-splitting
+hybrid): with A_u = expm((u − t_a) Ω), Ω = λΠ − β F_flow,
 
-    z_b = X_b⁻¹ (I + (t_b − t_a) λP) z_a + X_b⁻¹ ∫_{t_a}^{t_b} X_u β (1 + η²) P S(u) du · ε,
+    z_b = A_b⁻¹ (I + (t_b − t_a) λΠ) z_a + A_b⁻¹ ∫_{t_a}^{t_b} A_u β (1 + η²) Π S(u) du · ε,
 
 which for λ = 0 is exact in the flow's linear part with ε frozen.
 
@@ -29,12 +29,14 @@ by one generic builder: each letter keeps its own clock across the step. The net
 policy is naive (a fresh call before every sub-flow that uses ε, at that flow's clock) or
 reduced (one call per step at the position of '*' in the composition, at the most advanced
 clock, the latest ε reused by every sub-flow; a scheme whose first sub-flow needs ε before
-the step's call makes one extra call at T).
+the step's call makes one extra call at T). :func:`scheme_algorithm` writes a scheme's step as
+equations; :meth:`Plan.explain` prints a built plan's sub-flows and calls.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 import torch
 from torch import Tensor
@@ -44,13 +46,15 @@ from .base import add_denoise, grid_for, steps_for
 from .coefficients import integrate, score_coef
 from .plan import Plan
 
-X, M = 0, 1  # block rows
+ROW_X, ROW_M = 0, 1  # the position and momentum blocks of z = (x, m)
+BLOCK = {"A": ROW_X, "B": ROW_M}
 
 
-def _proj(row: int) -> Tensor:
-    P = torch.zeros(2, 2, dtype=f64)
-    P[row, row] = 1.0
-    return P
+def block_projection(row: int) -> Tensor:
+    """Π: the projection on one block of z."""
+    Pi = torch.zeros(2, 2, dtype=f64)
+    Pi[row, row] = 1.0
+    return Pi
 
 
 @dataclass(frozen=True)
@@ -104,71 +108,157 @@ class Scheme:
 
 
 def o_drift(process: LinearProcess, o_part: str) -> Tensor:
-    """K_O: the linear drift the O flow integrates with the noise."""
+    """F_O: the linear drift the O flow integrates with the noise."""
     F = process.F_
     if o_part == "none":
         return torch.zeros_like(F)
     return F if o_part == "linear" else torch.diag(torch.diagonal(F))
 
 
-def flow_parts(process: LinearProcess, letter: str, o_drift_: Tensor | None):
-    """(K, P) of an A or B sub-flow: its linear drift (row of F less what O integrates) and
-    its block projection."""
-    P = _proj(X if letter == "A" else M)
-    K = P @ process.F_
-    if o_drift_ is not None:
-        K = K - P @ o_drift_
-    return K, P
+def flow_parts(process: LinearProcess, letter: str, F_O: Tensor | None):
+    """(F_flow, Π) of an A or B sub-flow: its linear drift (its block's rows of F less what O integrates)
+    and its block projection."""
+    Pi = block_projection(BLOCK[letter])
+    F_flow = Pi @ process.F_
+    if F_O is not None:
+        F_flow = F_flow - Pi @ F_O
+    return F_flow, Pi
 
 
 def kick_coeffs(process: LinearProcess, letter: str, t_a: Tensor, t_b: Tensor, *, method: str,
-                eta: float, lam: float, o_drift_: Tensor | None):
-    """(C_z, C_ε) of an A or B sub-flow from t_a to t_b (vectors over steps), float64."""
-    K, P = flow_parts(process, letter, o_drift_)
+                eta: float, lam: float, F_O: Tensor | None):
+    """(C_z, C_ε) of an A or B sub-flow from t_a to t_b (vectors over steps), float64.
+
+    Euler: z_b = (I + Δ β F_flow) z_a + Δ (1 + η²) Π β S(t_a) ε, Δ = t_b − t_a (S at the sub-flow's start);
+    conjugate: see the module docstring."""
+    F_flow, Pi = flow_parts(process, letter, F_O)
     c = 1.0 + eta**2
     beta = process.beta_0  # CLD and PSLD have constant β (checked by the builder)
     h = (t_b - t_a)[:, None, None]
     I = torch.eye(2, dtype=f64)
     if method == "euler":
-        return I + h * beta * K, h * c * (P @ score_coef(process, t_a))
-    G = lam * P - beta * K  # X_u = expm((u − t_a) G)
-    X_b_inv = torch.linalg.matrix_exp(-h * G)
+        return I + h * beta * F_flow, h * c * (Pi @ score_coef(process, t_a))
+    Omega = lam * Pi - beta * F_flow  # A_u = expm((u − t_a) Ω)
+    A_b_inv = torch.linalg.matrix_exp(-h * Omega)
 
     def integrand(u):
-        X_u = torch.linalg.matrix_exp((u - t_a[:, None])[..., None, None] * G)
-        return X_u @ (c * P) @ score_coef(process, u)
+        A_u = torch.linalg.matrix_exp((u - t_a[:, None])[..., None, None] * Omega)
+        return A_u @ (c * Pi) @ score_coef(process, u)
 
     signed = torch.where(h < 0, -1.0, 1.0).to(f64)
     lo, hi = torch.minimum(t_a, t_b), torch.maximum(t_a, t_b)
-    Ce = X_b_inv @ (signed * integrate(integrand, lo, hi))
-    return X_b_inv @ (I + h * lam * P), Ce
+    Ce = A_b_inv @ (signed * integrate(integrand, lo, hi))
+    return A_b_inv @ (I + h * lam * Pi), Ce
 
 
-def ou_coeffs(process: LinearProcess, K_O: Tensor, t_a: Tensor, t_b: Tensor, etas: Tensor):
-    """(C_z, C_ξ) of the O flow dz = β K_O z dt + sqrt(β) E G dw̄, E = diag(``etas``) (each
-    block's noise scale), backward from t_a to t_b exactly: mean expm(−Δb K_O) z, covariance
-    ∫₀^{Δb} e^{−uK_O} E D E e^{−uK_Oᵀ} du."""
+def ou_coeffs(process: LinearProcess, F_O: Tensor, t_a: Tensor, t_b: Tensor, etas: Tensor):
+    """(C_z, C_ξ) of the O flow dz = β F_O z dt + sqrt(β) E G dw̄, E = diag(``etas``) (each
+    block's noise scale), backward from t_a to t_b exactly: mean expm(−Δb F_O) z, covariance
+    ∫₀^{Δb} e^{−uF_O} E D E e^{−uF_Oᵀ} du, Δb = b(t_a) − b(t_b); C_ξ its symmetric square root."""
     db = process.b(t_a) - process.b(t_b)
     E = torch.diag(etas)
-    mean, cov = van_loan(-K_O, E @ process.D_ @ E, db)
+    mean, cov = van_loan(-F_O, E @ process.D_ @ E, db)
     return mean, sqrtm_psd(cov)
 
 
 def flows_using_eps(process: LinearProcess) -> dict:
     """Which sub-flows read ε: B always; A only where the score reaches the position (PSLD: D_xx = Γ > 0;
     CLD: D_xx = 0); O never."""
-    return {"A": bool(process.D_[X, X] != 0), "B": True, "O": False}
+    return {"A": bool(process.D_[ROW_X, ROW_X] != 0), "B": True, "O": False}
+
+
+def _calls(scheme: Scheme, uses_eps: dict) -> tuple[int, int]:
+    if scheme.policy == "naive":
+        return sum(uses_eps[L] for L in scheme.composition), 0
+    first_call = scheme.composition.index("*")
+    return 1, int(any(uses_eps[L] for L in scheme.composition[:first_call]))
 
 
 def scheme_calls(process: LinearProcess, scheme: Scheme) -> tuple[int, int]:
     """(network calls per step, extra calls before the first step) of a scheme on a process: naive
     schemes call before every sub-flow that reads ε; reduced ones once per step, plus once at T when
     a sub-flow before the step's call reads ε."""
-    uses_eps = flows_using_eps(process)
-    if scheme.policy == "naive":
-        return sum(uses_eps[L] for L in scheme.composition), 0
-    first_call = scheme.composition.index("*")
-    return 1, int(any(uses_eps[L] for L in scheme.composition[:first_call]))
+    return _calls(scheme, flows_using_eps(process))
+
+
+# ---- the scheme in words --------------------------------------------------------------------------
+
+
+def clock(frac: float) -> str:
+    """A time in the step's symbols: the step goes t → t+h (h < 0), ``frac`` the fraction of h done."""
+    f = Fraction(frac).limit_denominator(64)
+    if f == 0:
+        return "t"
+    return "t+" + ("h" if f == 1 else f"h/{f.denominator}" if f.numerator == 1 else f"{f.numerator}h/{f.denominator}")
+
+
+def _step_of(frac: float) -> str:
+    f = Fraction(frac).limit_denominator(64)
+    return "h" if f == 1 else f"h/{f.denominator}" if f.numerator == 1 else f"{f.numerator}h/{f.denominator}"
+
+
+def flow_label(letter: str, method: str, start: float, end: float, *, reads_eps: bool = True, lam: float = 0.0,
+               o_part: str = "friction") -> str:
+    """An A, B or O sub-flow in words: ``B[euler, S(t)] t→t+h``."""
+    if letter == "O":
+        tag = f"exact, F_O = {dict(friction='diag F', linear='F', none='0')[o_part]}"
+    elif method == "conjugate":
+        tag = f"conjugate, λ={lam:g}"
+    else:
+        tag = "euler" + (f", S({clock(start)})" if reads_eps else "")
+    return f"{letter}[{tag}] {clock(start)}→{clock(end)}"
+
+
+def _walk(scheme: Scheme):
+    """The scheme's items in order: ('*', call clock, None) or (letter, start, end), clocks as fractions of h."""
+    clocks, advanced, k = {L: 0.0 for L in "ABO"}, 0.0, 0
+    for ch in scheme.composition:
+        if ch == "*":
+            yield "*", advanced, None
+            continue
+        start = clocks[ch]
+        clocks[ch] = start + scheme.fractions[k]
+        k += 1
+        advanced = max(advanced, clocks[ch])
+        yield ch, start, clocks[ch]
+
+
+def scheme_algorithm(scheme: Scheme) -> str:
+    """One step of the scheme as equations in math.md's symbols (docs/integrators.md, "Symbols of the
+    splitting integrators"), with its order and its network calls per step."""
+    c = {"A": " (1 + η_x²)", "B": " (1 + η²)"} if scheme.stochastic else {"A": "", "B": ""}
+    var = {"A": ("x", "F_A", "S_x", "Π_x"), "B": ("m", "F_B", "S_m", "Π_m")}
+    lines = []
+    for ch, start, end in _walk(scheme):
+        if ch == "*":
+            lines.append(f"    ε ← ε_θ(z, {clock(start)})")
+            continue
+        if scheme.policy == "naive" and ch != "O":
+            lines.append(f"    ε ← ε_θ(z, {clock(start)})" + ("   (PSLD only)" if ch == "A" else ""))
+        d = _step_of(end - start)
+        d = d if d == "h" else f"({d})"
+        method = scheme.method_of(ch)
+        head = f"    {flow_label(ch, method, start, end, lam=float('nan'), o_part=scheme.o_part)}:"
+        head = head.replace("λ=nan", "λ")
+        if ch == "O":
+            eq = "z ← e^{−Δb F_O} z + (∫₀^{Δb} e^{−u F_O} E D E e^{−u F_Oᵀ} du)^{1/2} ξ,  Δb = b(t_a) − b(t_b)"
+        elif method == "euler":
+            x, F_, S_, _ = var[ch]
+            eq = f"{x} ← {x} + {d} β [{F_} z +{c[ch]} {S_}({clock(start)}) ε]"
+        else:
+            _, _, _, P_ = var[ch]
+            eq = (f"z ← A_b⁻¹ (I + {d} λ{P_}) z + A_b⁻¹ ∫_{{t_a}}^{{t_b}} A_u β{c[ch]} {P_} S(u) du ε,"
+                  f"  A_u = expm((u − t_a)(λ{P_} − β F_A))".replace("F_A", "F_" + ch))
+        lines.append(f"{head:<36} {eq}")
+    per = {}
+    for name, uses in (("PSLD", {"A": True, "B": True, "O": False}), ("CLD", {"A": False, "B": True, "O": False})):
+        n, extra = _calls(scheme, uses)
+        per[name] = f"{n}" + (" (+1 at T)" if extra else "")
+    calls = per["PSLD"] + " per step" + ("" if per["PSLD"] == per["CLD"] else f" on PSLD, {per['CLD']} on CLD")
+    order = "Weak order 1" if scheme.stochastic else "Order 1"
+    return ("One step t → t+h (h < 0), " + ("each call made before the sub-flow it feeds"
+                                            if scheme.policy == "naive" else "the latest ε reused by every sub-flow")
+            + ":\n" + "\n".join(lines) + f"\n{order} (ε frozen over each sub-flow); network calls: {calls}.")
 
 
 # ---- the generic builder ------------------------------------------------------------------------
@@ -197,48 +287,47 @@ def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoi
     if not scheme.stochastic and (eta != 0 or eta_x != 0):
         raise ValueError(f"{name} is deterministic; eta and eta_x apply to stochastic schemes only")
     block_eta = {"A": eta_x, "B": eta}
-    K_O = o_drift(process, scheme.o_part) if scheme.stochastic else None
+    F_O = o_drift(process, scheme.o_part) if scheme.stochastic else None
     uses_eps = flows_using_eps(process)
     per_step, extra = scheme_calls(process, scheme)
     steps = steps_for(nfe, per_step, extra, denoise, name)
     ts = grid_for(process, steps, grid)
-    t, s = ts[:-1], ts[1:]
-    h = s - t
+    t, h = ts[:-1], ts[1:] - ts[:-1]
 
-    # coefficient chunks, one per letter occurrence, vectorized over the steps
+    # per item of the composition: ('*', call clock) or (letter, chunk, label, clock at its end), each
+    # coefficient chunk vectorized over the steps; clocks as fractions of h, every letter with its own
     plan = Plan(2)
-    clocks = {L: t.clone() for L in "ABO"}
-    items = []  # per occurrence: ('*',) or (letter, chunk id, clock-start list, clock-end list)
-    k = 0
-    for ch in scheme.composition:
+    items, t_clocks = [], {L: t.clone() for L in "ABO"}
+    for ch, start, end in _walk(scheme):
         if ch == "*":
-            items.append(("*", None, None, None))
+            items.append(("*", None, f"{clock(start)}", None))
             continue
-        frac = scheme.fractions[k]
-        k += 1
-        t_a, t_b = clocks[ch], clocks[ch] + frac * h
+        t_a = t_clocks[ch]
+        t_b = t_clocks[ch] = t_a + (end - start) * h
         if ch == "O":
-            Cz, Cn = ou_coeffs(process, K_O, t_a, t_b, torch.tensor([eta_x, eta], dtype=f64))
+            Cz, Cn = ou_coeffs(process, F_O, t_a, t_b, torch.tensor([eta_x, eta], dtype=f64))
             chunk = plan.coeffs(Cz, None, Cn if max(eta, eta_x) > 0 else None)
         else:
             Cz, Ce = kick_coeffs(process, ch, t_a, t_b, method=scheme.method_of(ch), eta=block_eta[ch], lam=lam,
-                                 o_drift_=K_O)
+                                 F_O=F_O)
             chunk = plan.coeffs(Cz, Ce if uses_eps[ch] else None)
-        items.append((ch, chunk, t_a.tolist(), t_b.tolist()))
-        clocks[ch] = t_b
+        label = flow_label(ch, scheme.method_of(ch), start, end, reads_eps=uses_eps[ch], lam=lam, o_part=scheme.o_part)
+        items.append((ch, chunk, label, (start, t_a.tolist(), t_b.tolist())))
+    last = max(j for j, item in enumerate(items) if item[0] != "*")
 
     times = ts.tolist()
     if scheme.policy == "reduced" and extra:
-        plan.eval(times[0])
+        plan.eval(times[0], at="T")
     for i in range(steps):
         advanced = times[i]  # the most advanced clock reached in this step
-        for ch, chunk, t_a, t_b in items:
+        for j, (ch, chunk, label, clocks) in enumerate(items):
             if ch == "*":
-                plan.eval(advanced)
+                plan.eval(advanced, at=label)
                 continue
+            start, t_a, t_b = clocks
             if scheme.policy == "naive" and uses_eps[ch]:
-                plan.eval(t_a[i])
-            plan.lin(t_b[i], chunk, i)
+                plan.eval(t_a[i], at=clock(start))
+            plan.lin(t_b[i], chunk, i, label=label, step=i if j == last else None)
             advanced = min(advanced, t_b[i])
     if denoise:
         add_denoise(plan, process, times[-1])

@@ -114,22 +114,25 @@ def multistep_plan(process: LinearProcess, nfe: int, grid, denoise: bool, *, ord
     times = ts.tolist()
     nodes, coef = [], {}  # the previous step's, for its corrector
     for i in range(steps):
-        plan.eval(times[i])
+        plan.eval(times[i], at="t")
         if corrector and i > 0:  # redo step i − 1 through the prediction just made (no call)
             new = b(i - 1, [i] + nodes)
             delta = {j: new[j] - coef.get(j, 0) for j in new}
             bs = delta[i] @ w[i]
             corr = plan.coeffs(I + bs, -bs @ mt.L[i], None, registers(delta, i, i))
-            plan.lin(times[i], corr, save=plan.coeffs(I, -mt.L[i]), slot=i % slots)
+            plan.lin(times[i], corr, save=plan.coeffs(I, -mt.L[i]), slot=i % slots,
+                     label="corrector: the last step again, x̂₀ through the new call")
         nodes = list(range(i, i - orders(i), -1))
         coef = b(i, nodes)
         Cn = None if noise is None else noise[i]
         if corrector and i > 0:  # x̂₀_i from its register (the call's own prediction)
-            plan.lin(times[i + 1], plan.coeffs(Phi[i], None, Cn, registers(coef, i + 1, None)))
+            plan.lin(times[i + 1], plan.coeffs(Phi[i], None, Cn, registers(coef, i + 1, None)),
+                     label=f"{len(nodes)}-point x̂₀ step t→s", step=i)
         else:
             bi = coef[i] @ w[i]
             upd = plan.coeffs(Phi[i] + bi, -bi @ mt.L[i], Cn, registers(coef, i, i))
-            plan.lin(times[i + 1], upd, save=save(i), slot=i % slots)
+            plan.lin(times[i + 1], upd, save=save(i), slot=i % slots, label=f"{len(nodes)}-point x̂₀ step t→s",
+                     step=i)
     if denoise:
         add_denoise(plan, process, times[-1])
     return plan

@@ -108,9 +108,9 @@ def fd_plan() -> list[tuple[str, str, list[dict]]]:
 
 ACCURACY_NFES = [5, 10, 20, 50, 100, 2000]
 ACCURACY = {"fmnist-psld": ["euler", "gddim", "gddim-2m", "conjugate", "lambda-ddim-1", "lambda-ddim-2", "nse",
-                            "nvv", "rse", "rvv", "cse", "cvv", "csps-d"],
+                            "nvv", "rse", "rvv", "cse", "cvv", "csps-d", "gddim-3m", "gddim-2m-c", "gddim-3m-c"],
             "fmnist-vp": ["euler", "ddim", "gddim", "gddim-2m", "conjugate", "lambda-ddim-1", "lambda-ddim-2",
-                          "dpm-solver++", "unipc"]}
+                          "dpm-solver++", "unipc", "gddim-3m", "gddim-2m-c", "gddim-3m-c"]}
 EPS_FORM = ["euler", "em", "lambda-ddim-1", "lambda-ddim-2", "conjugate", "csps-d", "csps-s", "rvv", "cse", "sscs",
             "roba", "oba", "cvv"]  # the ε-form samplers of the FD study on fmnist-psld (oba, cvv: Table 2's pairs)
 

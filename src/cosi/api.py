@@ -13,12 +13,14 @@ from typing import Callable
 import torch
 
 from .core.integrators import nearest_nfe
+from .core.predictions import as_eps_model, from_denoiser
 from .core.processes import LinearProcess, make_process
 from .core.sampling import SampleResult, samplers
 from .core.sampling import sample as core_sample
 from .evaluation import peers  # noqa: F401  (registers the diffusers peers as samplers)
 
-__all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda"]
+__all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda", "as_eps_model",
+           "from_denoiser"]
 
 
 def tune_lambda(eps_model: Callable, process, sampler: str, nfe: int, data_shape, *, objective=None,

@@ -32,8 +32,9 @@ SCHEDULERS = {
 
 def discrete_schedule(process, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """(times t_n, betas β_n) of the discrete schedule matching a VP process at n times."""
-    if process.name != "vp":
-        raise ValueError(f"diffusers' schedulers are VP samplers; got a {process.name} process")
+    if not process.variance_preserving:
+        raise ValueError(f"diffusers' schedulers need a variance-preserving one-block process; this is "
+                         f"{process.name} (k={process.k})")
     t = torch.linspace(process.t_min, process.T, n, dtype=f64)
     abar = process.marginal(t).psi[:, 0] ** 2
     betas = 1 - abar / torch.cat([torch.ones(1, dtype=f64), abar[:-1]])
@@ -75,7 +76,7 @@ def run(name: str, eps_model, process, nfe: int, z: Tensor, num_train_timesteps:
 
 def register() -> None:
     """Make the peers selectable by name in ``cosi.sample`` and the CLI (VP only)."""
-    from ..core.integrators import register_external
+    from ..core.integrators import VARIANCE_PRESERVING, register_external
 
     common = {"solver_order": 2, "timestep_spacing": "linspace", "lower_order_final": True}
     for name, description, extra in [
@@ -84,7 +85,7 @@ def register() -> None:
         ("unipc", "UniPC (bh2, order 2) on VP, diffusers' scheduler (baseline, 1 NFE/step)", {}),
     ]:
         register_external(name, description, functools.partial(run, name), options={**common, **extra},
-                          processes=("vp",), doc=__doc__)
+                          requires=VARIANCE_PRESERVING, doc=__doc__)
 
 
 register()

@@ -57,7 +57,7 @@ NfeOpt = typer.Option(50, "--nfe", help="number of network calls")
 LamOpt = typer.Option(None, "--lam", help="lambda of lambda-ddim / conjugate-splitting samplers")
 EtaOpt = typer.Option(None, "--eta", help="noise scale of stochastic samplers")
 OptionOpt = typer.Option(None, "--option", "-o", help="extra sampler option key=value (repeatable)")
-GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm (default: the sampler's)")
+GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm, flow-shift (default: the sampler's)")
 
 
 @app.command()

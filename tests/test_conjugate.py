@@ -7,7 +7,8 @@ import torch
 
 import cosi
 from cosi.core.grids import time_grid
-from cosi.core.integrators import classic, conjugate
+from cosi.core.integrators import conjugate
+from cosi.core.integrators.gddim import ddim as gddim_ddim
 from cosi.core.integrators.coefficients import conjugate_A, integrate, phi_increments, score_coef
 from cosi.evaluation.distances import convergence_order, endpoint_error
 from cosi.core.processes import cld, f64, psld, vp
@@ -18,7 +19,7 @@ from conftest import oracle_case
 def test_conjugate_B0_equals_ddim_on_vp():
     p = vp()
     ts = time_grid(p, 20, "uniform")
-    (Cz1, Ce1, _), (Cz2, Ce2, _) = classic.ddim(p, ts), conjugate.conjugate(p, ts, B=0.0)
+    (Cz1, Ce1, _), (Cz2, Ce2, _) = gddim_ddim(p, ts), conjugate.conjugate(p, ts, B=0.0)
     assert (Cz1 - Cz2).abs().max() < 1e-12 and (Ce1 - Ce2).abs().max() < 1e-12
     gmm, z_T, _ = oracle_case(p)
     eps = gmm.eps_model(p)

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from .core.integrators import nearest_nfe
+from .core.predictions import as_eps_model, from_denoiser
 from .core.processes import LinearProcess, make_process
 from .core.sampling import SampleResult, samplers
 from .core.sampling import sample as core_sample
@@ -20,7 +21,8 @@ from .evaluation import peers
 
 peers.register()  # the diffusers peers become samplers by name (they live above the core)
 
-__all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda"]
+__all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda", "as_eps_model",
+           "from_denoiser"]
 
 
 def tune_lambda(eps_model: Callable, process, sampler: str, nfe: int, data_shape, *, objective=None,

@@ -83,11 +83,11 @@ def samplers(
         return
     w = max(map(len, SAMPLERS))
     for name, s in SAMPLERS.items():
-        procs = "" if len(s.processes) == 3 else f"  [{', '.join(s.processes)} only]"
+        procs = f"  [{s.requires.tag}]" if s.requires.tag else ""
         typer.echo(f"{name:<{w}}  {s.description}{procs}")
 
 
-ProcessOpt = typer.Option("psld", "--process", "-p", help="vp, cld or psld")
+ProcessOpt = typer.Option("psld", "--process", "-p", help="vp, cld, psld, edm (alias ve) or rf (alias rectified-flow)")
 SamplerOpt = typer.Option("euler", "--sampler", "-s", help="a name from `cosi samplers`")
 NfeOpt = typer.Option(50, "--nfe", help="number of network calls")
 LamOpt = typer.Option(None, "--lam", help="lambda of lambda-ddim / conjugate-splitting samplers")
@@ -96,7 +96,7 @@ LamAutoOpt = typer.Option(None, "--lam", help="lambda of lambda-ddim / conjugate
 LargeNfeOpt = typer.Option(False, "--allow-large-nfe", help=f"allow --nfe above {validate.NFE_CAP}")
 EtaOpt = typer.Option(None, "--eta", help="noise scale of stochastic samplers")
 OptionOpt = typer.Option(None, "--option", "-o", help="extra sampler option key=value (repeatable)")
-GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm (default: the sampler's)")
+GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm, flow-shift (default: the sampler's)")
 
 
 @app.command()
@@ -624,7 +624,7 @@ def bench_speed(
     if m.device.type == "cpu":
         m.to(dtype=torch.float32)  # reduced-precision convolutions on a CPU would time nothing of use
     _speed_up(m, compile, graph)
-    names = [n for n, s in SAMPLERS.items() if m.process.name in s.processes] if sampler == ["all"] else sampler
+    names = [n for n, s in SAMPLERS.items() if s.requires.test(m.process)] if sampler == ["all"] else sampler
     if not as_json:
         typer.echo(f"{model} on {m.device} ({m.dtype}, compiled: {m.compiled_mode}, "
                    f"graph: {graph}); median of {repeats}\n"

@@ -3,8 +3,15 @@
 - ``uniform``: uniform in t (the official PSLD default);
 - ``quadratic``: t = t_min + (T − t_min) u², u uniform: denser near t_min, where the
   PSLD probability-flow ODE is stiff;
-- ``logsnr``: uniform in the data block's log-SNR, log(Ψ_xx(t,0)² / Σ_t,xx);
-- ``edm``: Karras et al.'s ρ-grid in σ = sqrt(e^{b(t)} − 1) (VP only).
+- ``logsnr``: uniform in the data block's log-SNR λ(t) = log(ψ_x(t)² / Σ_t,xx)
+  (:meth:`LinearProcess.log_snr`, the one definition cosi uses);
+- ``edm``: Karras et al.'s ρ-grid (ρ = 7) in EDM's σ(t) = exp(−λ/2) (VP: sqrt(e^{b} − 1); VE/EDM:
+  σ = t), for every process (σ(t) is increasing wherever λ is decreasing);
+- ``flow-shift``: the shifted grid of flow models (SD3, Flux): t = t_min + (T − t_min) s u / (1 + (s − 1) u),
+  u uniform, shift s (default 3; s = 1 is ``uniform``): denser near T.
+
+Each grid asks the process for capabilities (``log_snr_inverse``, ``sigma_of_t``, ``t_of_sigma``),
+which are closed form where one exists and bisection otherwise.
 """
 
 from __future__ import annotations
@@ -14,29 +21,19 @@ from torch import Tensor
 
 from .processes import LinearProcess, as_time, f64
 
-GRIDS = ("uniform", "quadratic", "logsnr", "edm")
+GRIDS = ("uniform", "quadratic", "logsnr", "edm", "flow-shift")
+
+EDM_RHO = 7.0  # Karras et al. 2022, §3: ρ = 7 balances the truncation error over σ
+FLOW_SHIFT = 3.0  # the shift of SD3 (Esser et al. 2024) at 1024²: its scheduler config's default
 
 
 def log_snr(process: LinearProcess, t) -> Tensor:
-    """log SNR of the data block: log(Ψ_xx(t, 0)² / Σ_t,xx); decreasing in t."""
-    m = process.marginal(t)
-    return torch.log(m.psi[..., 0] ** 2 / m.cov[..., 0, 0])
+    """log SNR of the data block: log(ψ_x(t)² / Σ_t,xx); decreasing in t."""
+    return process.log_snr(as_time(t))
 
 
-def _invert_decreasing(f, y: Tensor, lo: float, hi: float, iters: int = 52) -> Tensor:
-    """Solve f(t) = y for a decreasing f on [lo, hi] by vectorized bisection (float64)."""
-    a = torch.full_like(y, lo)
-    b = torch.full_like(y, hi)
-    for _ in range(iters):
-        mid = 0.5 * (a + b)
-        right = f(mid) > y  # still above the target: the root is to the right
-        a = torch.where(right, mid, a)
-        b = torch.where(right, b, mid)
-    return 0.5 * (a + b)
-
-
-def time_grid(process: LinearProcess, n: int, kind: str = "uniform", *, rho: float = 7.0,
-              t_min: float | None = None, T: float | None = None) -> Tensor:
+def time_grid(process: LinearProcess, n: int, kind: str = "uniform", *, rho: float = EDM_RHO,
+              shift: float = FLOW_SHIFT, t_min: float | None = None, T: float | None = None) -> Tensor:
     """n steps from T to t_min: a decreasing float64 tensor of n + 1 times."""
     if n < 1:
         raise ValueError(f"a time grid needs at least one step, got n={n}")
@@ -49,19 +46,15 @@ def time_grid(process: LinearProcess, n: int, kind: str = "uniform", *, rho: flo
         ts = t_min + (T - t_min) * u**2
     elif kind == "logsnr":
         lo, hi = log_snr(process, T), log_snr(process, t_min)
-        target = lo + (hi - lo) * (1 - u)
-        if process.name == "vp":  # log-SNR = −log(e^{b} − 1)
-            ts = process.b_inverse(torch.log1p(torch.exp(-target)))
-        else:
-            ts = _invert_decreasing(lambda t: log_snr(process, t), target, t_min, T)
+        ts = process.log_snr_inverse(lo + (hi - lo) * (1 - u))
     elif kind == "edm":
-        if process.name != "vp":
-            raise ValueError(f"the EDM rho-grid is defined for VP only, not {process.name}; "
-                             "use grid='quadratic' or 'logsnr'")
-        sig = lambda t: torch.sqrt(torch.expm1(process.b(t)))  # noqa: E731
-        s_max, s_min = sig(as_time(T)), sig(as_time(t_min))
+        s_max, s_min = process.sigma_of_t(as_time(T)), process.sigma_of_t(as_time(t_min))
         s = (s_max ** (1 / rho) + (1 - u) * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
-        ts = process.b_inverse(torch.log1p(s**2))
+        ts = process.t_of_sigma(s)
+    elif kind == "flow-shift":
+        if shift <= 0:
+            raise ValueError(f"the flow-shift grid needs shift > 0, got {shift}")
+        ts = t_min + (T - t_min) * shift * u / (1 + (shift - 1) * u)
     else:
         raise ValueError(f"unknown time grid {kind!r}; choose one of {GRIDS}")
     ts[0], ts[-1] = T, t_min  # exact end points

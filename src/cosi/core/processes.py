@@ -5,8 +5,21 @@ and PSLD: data x and momentum m). The forward SDE is
 
     dz = β(t) F z dt + sqrt(β(t)) G dw,     D = G Gᵀ,     b(t) = ∫₀ᵗ β(s) ds,
 
-with constant k×k matrices F, D and β(t) = β₀ + (β₁ − β₀) t. A tensor state has its
-blocks stacked along dim 1: ``(B, k*C, *spatial)`` or ``(B, k*d)``, x first.
+with constant k×k matrices F, D and β(t) = β₀ + (β₁ − β₀) t (β₀ = 0 is allowed: only t > 0 is
+used). A one-block process that is not of this form (rectified flow: ψ = 1 − t, σ = t) is a
+:class:`ScalarProcess`, defined by closed-form ψ(t), σ(t). A tensor state has its blocks stacked
+along dim 1: ``(B, k*C, *spatial)`` or ``(B, k*d)``, x first.
+
+Integrators see a process only through its capabilities, never its name:
+
+- ``drift_matrices(t) -> (f(t), g²(t))``: the forward SDE dz = f z dt + g dw (f = βF, g² = βD),
+  the one source of the probability-flow drift f z − ½ g² ∇log p;
+- ``drift_integral(t, s) = ∫_s^t f(u) du`` where the f(u) commute (constant F, or k = 1);
+- ``marginal(t)``, ``transition(t, s)``, ``noise_cov(t, s)``;
+- ``k``, ``variance_preserving`` (k = 1 and ψ_t² + Σ_t = 1), ``constant_beta`` (f constant in t);
+- ``log_snr(t)`` = log(ψ_x² / Σ_xx) of the data block, its inverse ``log_snr_inverse`` (closed form
+  where one exists, bisection otherwise), and EDM's ``sigma_of_t`` = exp(−log_snr / 2) with
+  ``t_of_sigma``.
 
 All coefficients are computed in float64 (torch) and vectorized over t; they are cast
 to the state's dtype only where they are applied.
@@ -86,6 +99,19 @@ def van_loan(F: Tensor, D: Tensor, db: Tensor) -> tuple[Tensor, Tensor]:
     return Qt, Qt @ P
 
 
+def invert_decreasing(f, y: Tensor, lo: float, hi: float, iters: int = 52) -> Tensor:
+    """Solve f(t) = y for a decreasing f on [lo, hi] by vectorized bisection (float64; 52 halvings
+    reach the float64 resolution of [lo, hi])."""
+    a = torch.full_like(y, lo)
+    b = torch.full_like(y, hi)
+    for _ in range(iters):
+        mid = 0.5 * (a + b)
+        right = f(mid) > y  # still above the target: the root is to the right
+        a = torch.where(right, mid, a)
+        b = torch.where(right, b, mid)
+    return 0.5 * (a + b)
+
+
 def apply_blocks(M: Tensor, z: Tensor) -> Tensor:
     """Apply k×k matrices to a block state: out_i = Σ_j M_ij z_j.
 
@@ -121,11 +147,11 @@ class LinearProcess:
     """
 
     name: str
-    F: tuple  # k×k, row-major nested tuples (hashable; use .F_ for the tensor)
-    D: tuple
-    Sigma0: tuple
-    beta_0: float
-    beta_1: float
+    F: tuple | None = None  # k×k, row-major nested tuples (hashable; use .F_ for the tensor)
+    D: tuple | None = None
+    Sigma0: tuple | None = None
+    beta_0: float | None = None  # None: a subclass defines beta/b/b_inverse itself (TabulatedVP)
+    beta_1: float | None = None
     T: float = 1.0
     t_min: float = 1e-3
     t_train_min: float = 1e-5
@@ -141,8 +167,9 @@ class LinearProcess:
             raise ValueError(
                 f"need 0 < t_train_min <= t_min, got t_train_min={self.t_train_min}, t_min={self.t_min}"
             )
-        if self.beta_0 <= 0 or self.beta_1 <= 0:
-            raise ValueError(f"β(t) must be positive on [0, T]: got β₀={self.beta_0}, β₁={self.beta_1}")
+        if self.beta_0 is not None and (self.beta_0 < 0 or self.beta_1 <= 0):
+            raise ValueError(f"β(t) must be positive on (0, T]: got β₀={self.beta_0}, β₁={self.beta_1} "
+                             "(β₀ = 0 is allowed)")
 
     # ---- identity -------------------------------------------------------------------
     @property
@@ -187,7 +214,65 @@ class LinearProcess:
 
     @property
     def constant_beta(self) -> bool:
-        return self.beta_0 == self.beta_1
+        """β (hence the drift f = βF) does not depend on t."""
+        return self.beta_0 is not None and self.beta_0 == self.beta_1
+
+    @property
+    def variance_preserving(self) -> bool:
+        """ψ_t² + Σ_t = 1 for all t (one block): d(ψ² + Σ)/dt = β (2F (ψ² + Σ) + D) vanishes
+        from ψ₀ = 1, Σ₀ = 0 exactly when 2F + D = 0. VP and every tabulated VP schedule."""
+        return self.k == 1 and self.Sigma0[0][0] == 0 and 2 * self.F[0][0] + self.D[0][0] == 0
+
+    # ---- the drift: one capability every integrator uses ----------------------------------
+    def drift_matrices(self, t) -> tuple[Tensor, Tensor]:
+        """(f(t), g²(t)) = (β(t) F, β(t) D), each (..., k, k) float64: the forward SDE is
+        dz = f z dt + g dw and the probability-flow drift is f z − ½ g² ∇log p_t(z)."""
+        beta = self.beta(t)[..., None, None]
+        return beta * self.F_.to(beta.device), beta * self.D_.to(beta.device)
+
+    def drift_integral(self, t, s) -> Tensor:
+        """∫_s^t f(u) du = (b(t) − b(s)) F, (..., k, k); transition(t, s) = expm of it."""
+        db = as_time(self.b(t)) - as_time(self.b(s))
+        return db[..., None, None] * self.F_.to(db.device)
+
+    # ---- signal-to-noise ratio ---------------------------------------------------------------
+    def log_snr(self, t) -> Tensor:
+        """log SNR of the data block, log(ψ_x(t)² / Σ_t,xx); decreasing in t."""
+        m = self.marginal(t)
+        return torch.log(m.psi[..., 0] ** 2 / m.cov[..., 0, 0])
+
+    def log_snr_derivative(self, t) -> Tensor:
+        """dλ/dt of λ = log_snr: 2ψ_x′/ψ_x − Σ_xx′/Σ_xx with ψ′ = f ψ and Σ′ = f Σ + Σ fᵀ + g²."""
+        m = self.marginal(t)
+        f, g2 = self.drift_matrices(t)
+        dpsi_x = (f @ m.psi[..., None])[..., 0, 0]
+        dvar_x = (f @ m.cov + m.cov @ f.transpose(-1, -2) + g2)[..., 0, 0]
+        return 2 * dpsi_x / m.psi[..., 0] - dvar_x / m.cov[..., 0, 0]
+
+    @property
+    def log_snr_closed_form(self) -> bool:
+        """:meth:`log_snr_inverse` is closed form (not bisection): one block with Σ₀ = 0."""
+        return self.k == 1 and self.Sigma0 is not None and self.Sigma0[0][0] == 0
+
+    def log_snr_inverse(self, lam) -> Tensor:
+        """The t with log_snr(t) = lam. Closed form for one block with Σ₀ = 0 (VP, VE/EDM, tabulated
+        VP): Σ/ψ² = D (1 − e^{−2bF}) / (2F) (= bD for F = 0), so b = −log1p(−2F e^{−λ}/D) / (2F);
+        bisection on [t_min/2, T] otherwise."""
+        lam = as_time(lam)
+        if self.log_snr_closed_form:
+            F, D = self.F[0][0], self.D[0][0]
+            r = torch.exp(-lam) / D
+            b = r if F == 0 else -torch.log1p(-2 * F * r) / (2 * F)
+            return self.b_inverse(b)
+        return invert_decreasing(self.log_snr, lam, 0.5 * self.t_min, self.T)
+
+    def sigma_of_t(self, t) -> Tensor:
+        """EDM's noise level σ(t) = sqrt(Σ_xx)/ψ_x = exp(−log_snr/2) (VP: sqrt(e^{b} − 1); VE: t)."""
+        return torch.exp(-0.5 * self.log_snr(t))
+
+    def t_of_sigma(self, sigma) -> Tensor:
+        """The inverse of :meth:`sigma_of_t`."""
+        return self.log_snr_inverse(-2 * torch.log(as_time(sigma)))
 
     # ---- schedules --------------------------------------------------------------------
     def beta(self, t) -> Tensor:
@@ -200,18 +285,17 @@ class LinearProcess:
         return self.beta_0 * t + 0.5 * (self.beta_1 - self.beta_0) * t * t
 
     def b_inverse(self, b) -> Tensor:
-        """The t with b(t) = b (β > 0, so b is increasing)."""
+        """The t with b(t) = b (β > 0 on (0, T], so b is increasing)."""
         b = as_time(b)
         if self.constant_beta:
             return b / self.beta_0
         a = 0.5 * (self.beta_1 - self.beta_0)
-        return 2 * b / (self.beta_0 + torch.sqrt(self.beta_0**2 + 4 * a * b))
+        return 2 * b / (self.beta_0 + torch.sqrt(self.beta_0**2 + 4 * a * b))  # stable for β₀ → 0
 
     # ---- transitions and marginals ------------------------------------------------------
     def transition(self, t, s) -> Tensor:
         """Ψ(t, s) = expm((b(t) − b(s)) F), shape (..., k, k)."""
-        db = self.b(t) - self.b(s)
-        return torch.linalg.matrix_exp(db[..., None, None] * self.F_.to(db.device))
+        return torch.linalg.matrix_exp(self.drift_integral(t, s))
 
     def _van_loan(self, db: Tensor) -> tuple[Tensor, Tensor]:
         return van_loan(self.F_.to(db.device), self.D_.to(db.device), db)
@@ -264,7 +348,96 @@ class LinearProcess:
         return z.unflatten(1, (self.k, -1))[:, 0]
 
 
-# ---- the three processes -------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ScalarProcess(LinearProcess):
+    """A one-block linear diffusion x_t = ψ(t) x₀ + σ(t) ε given by closed-form ψ, σ and their
+    derivatives (subclasses define :meth:`psi_sigma`). Its forward SDE dx = f x dt + g dw has
+    f = ψ′/ψ and g² = dσ²/dt − 2fσ² = 2σ (σ′ − fσ), which need not be β(t)·(constant): rectified
+    flow has f = −1/(1 − t), g² = 2t/(1 − t). It has no constant F, D or scalar β; every
+    integrator reaches it through :meth:`drift_matrices`, :meth:`drift_integral` and
+    :meth:`marginal` (Σ₀ = 0)."""
+
+    def __post_init__(self):
+        LinearProcess.__post_init__(self)
+
+    def psi_sigma(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(ψ, σ, dψ/dt, dσ/dt) at times t (float64)."""
+        raise NotImplementedError
+
+    @property
+    def k(self) -> int:
+        return 1
+
+    @property
+    def key(self) -> tuple:
+        return (type(self).__name__, self.name, self.params, self.T, self.t_min)
+
+    @property
+    def constant_beta(self) -> bool:
+        return False
+
+    @property
+    def variance_preserving(self) -> bool:
+        return False
+
+    def _no(self, what):
+        raise AttributeError(f"{self.name} has no constant {what}: its forward SDE is dx = f(t) x dt + "
+                             "g(t) dw, use drift_matrices(t)")
+
+    F_ = property(lambda self: self._no("F"))
+    D_ = property(lambda self: self._no("D"))
+    Sigma0_ = property(lambda self: torch.zeros(1, 1, dtype=f64))
+
+    def beta(self, t) -> Tensor:
+        self._no("β(t)·F form")
+
+    def b(self, t) -> Tensor:
+        self._no("β(t)·F form")
+
+    def drift_matrices(self, t) -> tuple[Tensor, Tensor]:
+        psi, sig, dpsi, dsig = self.psi_sigma(as_time(t))
+        f = dpsi / psi
+        return f[..., None, None], (2 * sig * (dsig - f * sig))[..., None, None]
+
+    def drift_integral(self, t, s) -> Tensor:
+        return torch.log(self.psi_sigma(as_time(t))[0] / self.psi_sigma(as_time(s))[0])[..., None, None]
+
+    def noise_cov(self, t, s) -> Tensor:
+        psi_t, sig_t, _, _ = self.psi_sigma(as_time(t))
+        psi_s, sig_s, _, _ = self.psi_sigma(as_time(s))
+        return (sig_t**2 - (psi_t / psi_s) ** 2 * sig_s**2)[..., None, None]
+
+    def marginal(self, t) -> Marginal:
+        psi, sig, _, _ = self.psi_sigma(as_time(t))
+        L = sig[..., None, None]
+        return Marginal(psi[..., None], L * L, L, 1.0 / L)
+
+    def log_snr(self, t) -> Tensor:
+        psi, sig, _, _ = self.psi_sigma(as_time(t))
+        return 2 * torch.log(psi / sig)
+
+    log_snr_closed_form = False  # a subclass with a closed-form log_snr_inverse sets True
+
+
+@dataclass(frozen=True, eq=False)
+class RectifiedFlow(ScalarProcess):
+    """Rectified flow / flow matching: x_t = (1 − t) x₀ + t ε, data at t = 0.
+
+    T defaults to 1 − 10⁻³, not 1: at t = 1, ψ = 0 makes the data prediction x̂₀ = (x − tε)/ψ, the
+    drift f = −1/(1 − t) and A_t of the conjugate integrators undefined. At T = 0.999 the prior
+    N(0, T²) misses the true marginal only by its mean ψ_T x₀ = 10⁻³ x₀ (VP's ψ_T at T = 1 is
+    6.6·10⁻³), and every sampler's first step is finite."""
+
+    def psi_sigma(self, t):
+        return 1 - t, t, -torch.ones_like(t), torch.ones_like(t)
+
+    log_snr_closed_form = True
+
+    def log_snr_inverse(self, lam) -> Tensor:
+        return torch.sigmoid(-0.5 * as_time(lam))  # (1 − t)/t = e^{λ/2}
+
+
+# ---- the processes -----------------------------------------------------------------------------
 
 
 def vp(beta_min: float = 0.1, beta_max: float = 20.0, *, t_min: float = 1e-3, T: float = 1.0,
@@ -320,17 +493,37 @@ def cld(M: float = 0.25, Gamma: float = 1.0, beta: float = 4.0, gamma: float = 0
     return LinearProcess("cld", F, D, S0, float(beta), float(beta), T, t_min, t_train_min, params)
 
 
-PROCESSES = {"vp": vp, "cld": cld, "psld": psld}
+def edm(*, t_min: float = 0.002, T: float = 80.0, t_train_min: float | None = None) -> LinearProcess:
+    """VE / EDM (Karras et al. 2022): ψ = 1, σ(t) = t, i.e. F = 0, D = 1, β(t) = 2t (b = t², Σ_t = t²),
+    Σ₀ = 0, on [t_min, T] = [σ_min, σ_max] = [0.002, 80] (EDM's defaults). β(0) = 0 is harmless: only
+    t > 0 is used."""
+    return LinearProcess("edm", ((0.0,),), ((1.0,),), ((0.0,),), 0.0, 2.0, float(T), float(t_min),
+                         float(t_min if t_train_min is None else t_train_min))
+
+
+def rf(*, t_min: float = 1e-3, T: float = 1 - 1e-3, t_train_min: float = 1e-5) -> RectifiedFlow:
+    """Rectified flow (Liu et al. 2022; flow matching with the linear path): ψ = 1 − t, σ = t. See
+    :class:`RectifiedFlow` for why T = 0.999."""
+    if T >= 1:
+        raise ValueError(f"rectified flow needs T < 1 (ψ_T = 1 − T must be > 0), got T={T}; e.g. T = 0.999")
+    return RectifiedFlow("rf", T=float(T), t_min=float(t_min), t_train_min=float(t_train_min))
+
+
+PROCESSES = {"vp": vp, "cld": cld, "psld": psld, "edm": edm, "rf": rf}
+ALIASES = {"ve": "edm", "rectified-flow": "rf"}
 
 
 def make_process(name: str, **params) -> LinearProcess:
-    """Build a process by name with parameter overrides, e.g. ``make_process('psld', beta=6)``."""
+    """Build a process by name with parameter overrides, e.g. ``make_process('psld', beta=6)``;
+    names: vp, cld, psld, edm (alias ve), rf (alias rectified-flow)."""
     if isinstance(name, LinearProcess):
         return name
+    key = ALIASES.get(name.lower(), name.lower())
     try:
-        build = PROCESSES[name.lower()]
+        build = PROCESSES[key]
     except KeyError:
-        raise ValueError(f"unknown process {name!r}; choose one of {sorted(PROCESSES)}") from None
+        choices = sorted(PROCESSES) + sorted(ALIASES)
+        raise ValueError(f"unknown process {name!r}; choose one of {choices}") from None
     try:
         return build(**params)
     except TypeError as e:

@@ -46,8 +46,9 @@ PEER_SETTINGS = [(name, {key: True} if key else {}) for name in ("dpm-solver++",
 
 def discrete_schedule(process, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """(times t_n, betas β_n) of the discrete schedule matching a VP process at n times."""
-    if process.name != "vp":
-        raise ValueError(f"diffusers' schedulers are VP samplers; got a {process.name} process")
+    if not process.variance_preserving:
+        raise ValueError(f"diffusers' schedulers need a variance-preserving one-block process; this is "
+                         f"{process.name} (k={process.k})")
     t = torch.linspace(process.t_min, process.T, n, dtype=f64)
     abar = process.marginal(t).psi[:, 0] ** 2
     betas = 1 - abar / torch.cat([torch.ones(1, dtype=f64), abar[:-1]])
@@ -112,7 +113,7 @@ def run_ipndm(eps_model, process, nfe: int, z: Tensor, spacing: str = "edm") -> 
 
 def register() -> None:
     """Make the peers selectable by name in ``cosi.sample`` and the CLI (VP only)."""
-    from ..core.integrators import register_external
+    from ..core.integrators import VARIANCE_PRESERVING, register_external
 
     common = {"timestep_spacing": "linspace", "lower_order_final": True, "use_karras_sigmas": False}
     for name, description, extra in [
@@ -128,6 +129,6 @@ def register() -> None:
     ]:
         order = SCHEDULERS[name][1]["solver_order"]
         register_external(name, description, functools.partial(run, name),
-                          options={**common, "solver_order": order, **extra}, processes=("vp",), doc=__doc__)
+                          options={**common, "solver_order": order, **extra}, requires=VARIANCE_PRESERVING, doc=__doc__)
     register_external("ipndm", "iPNDM on VP, diffusers' IPNDMScheduler on a cosi grid (baseline, 1 NFE/step)",
-                      run_ipndm, options={"spacing": "edm"}, processes=("vp",), doc=run_ipndm.__doc__)
+                      run_ipndm, options={"spacing": "edm"}, requires=VARIANCE_PRESERVING, doc=run_ipndm.__doc__)

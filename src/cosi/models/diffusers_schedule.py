@@ -115,8 +115,8 @@ class TabulatedVP(LinearProcess):
     Knots τ_j = j/N, j = 0 … N, with b(τ_0) = 0 and b(τ_{n+1}) = −log ᾱ_n: α_{t_n}² = ᾱ_n
     exactly at t_n = (n + 1)/N. On (τ_{j−1}, τ_j] β(t) = N (b(τ_j) − b(τ_{j−1})) is constant
     (= −N log(1 − β_n) for n = j − 1). Outside [0, 1] b is extended linearly with the end
-    pieces' β. Everything cosi needs from a process (β, b, b⁻¹, marginals, key, name 'vp')
-    is here, so every VP sampler of cosi runs on it; build one with
+    pieces' β. Everything cosi needs from a process (β, b, b⁻¹, marginals, key) is here, and it is
+    variance-preserving (2F + D = 0, Σ₀ = 0), so every VP sampler of cosi runs on it whatever its name; build one with
     :func:`vp_from_alphas_cumprod` or :func:`vp_from_scheduler_config`.
     """
 
@@ -205,10 +205,9 @@ def vp_from_alphas_cumprod(alphas_cumprod, *, t_min: float | None = None) -> Tab
     if not bool(((ac > 0) & (ac < 1)).all()):
         raise ValueError("every ᾱ_n must lie in (0, 1): zero terminal SNR (ᾱ = 0) cannot be a VP time")
     bk = torch.cat([torch.zeros(1, dtype=f64), -torch.log(ac)])
-    beta = n * (bk[1:] - bk[:-1])
     t_min = 1.0 / n if t_min is None else float(t_min)
-    return TabulatedVP("vp", ((-0.5,),), ((1.0,),), ((0.0,),), float(beta[0]), float(beta[-1]),
-                       1.0, t_min, t_min, (("num_train_timesteps", n),), b_knots=tuple(bk.tolist()))
+    return TabulatedVP("vp", ((-0.5,),), ((1.0,),), ((0.0,),), T=1.0, t_min=t_min, t_train_min=t_min,
+                       params=(("num_train_timesteps", n),), b_knots=tuple(bk.tolist()))
 
 
 def vp_from_scheduler_config(scheduler_or_config, *, t_min: float | None = None) -> TabulatedVP:

@@ -25,6 +25,31 @@ from .plan import Plan
 
 
 @dataclass(frozen=True)
+class Requires:
+    """What a sampler needs of a process, as a predicate on its capabilities (never its name):
+    ``what`` for errors ("a variance-preserving one-block process"), ``tag`` for listings,
+    ``instead`` the sampler to suggest."""
+
+    what: str
+    test: Callable
+    tag: str
+    instead: str = ""
+
+    def refusal(self, sampler: str, process: LinearProcess) -> str | None:
+        if self.test(process):
+            return None
+        hint = f"; use {self.instead}" if self.instead else ""
+        return f"{sampler} needs {self.what}; this is {process.name} (k={process.k}){hint}"
+
+
+ANY_PROCESS = Requires("a linear process", lambda p: True, "")
+VARIANCE_PRESERVING = Requires("a variance-preserving one-block process", lambda p: p.variance_preserving,
+                               "vp only", "gddim")
+PHASE_SPACE = Requires("a two-block (x, m) process with constant β", lambda p: p.k == 2 and p.constant_beta,
+                       "k = 2, constant β only", "gddim-2m or lambda-ddim-2")
+
+
+@dataclass(frozen=True)
 class Sampler:
     """A named sampler.
 
@@ -38,7 +63,7 @@ class Sampler:
     description: str
     build: Callable | None
     options: dict = field(default_factory=dict)
-    processes: tuple = ("vp", "cld", "psld")
+    requires: Requires = ANY_PROCESS
     default_grid: dict = field(default_factory=dict)
     stochastic: bool = False
     run: Callable | None = None
@@ -83,14 +108,14 @@ def register(name: str, description: str, *, coeffs: Callable | None = None,
 
 # Default grids: chosen by measurement on the exact-score oracles (docs/integrators.md, "Default
 # time grids"). On PSLD the stiff end near t_min dominates the error.
-_ODE_GRIDS = {"vp": "quadratic", "cld": "quadratic", "psld": "quadratic"}
+_ODE_GRIDS = {"vp": "quadratic", "cld": "quadratic", "psld": "quadratic", "edm": "logsnr", "rf": "quadratic"}
 
 register("euler", "Euler on the probability-flow ODE (order 1, 1 NFE/step)",
          coeffs=classic.euler, default_grid=_ODE_GRIDS)
 register("em", "Euler-Maruyama on the reverse SDE, noise scale eta (1 NFE/step)",
          coeffs=classic.em, default_grid=_ODE_GRIDS, stochastic=True)
-register("ddim", "DDIM on VP, eta >= 0 (1 NFE/step)", coeffs=classic.ddim,
-         processes=("vp",), default_grid=_ODE_GRIDS)
+register("ddim", "DDIM on a variance-preserving process: gddim's step, eta of math.md (1 NFE/step)",
+         coeffs=gddim.ddim, requires=VARIANCE_PRESERVING, default_grid=_ODE_GRIDS)
 register("gddim", "data-prediction step (DDIM generalized to every process, exact for point-mass data), "
          "eta >= 0 (1 NFE/step)", coeffs=gddim.gddim, default_grid=_ODE_GRIDS, eps_form=False)
 register("gddim-s", "gddim with the reverse SDE's noise, eta = 1 by default (1 NFE/step)",
@@ -114,6 +139,8 @@ for _q, _c in ((3, False), (2, True), (3, True)):
              + (", with UniPC's corrector (no extra call)" if _c else "")
              + f", order {_q + _c}, eta >= 0 (1 NFE/step)", build=_multistep(_q, _c, _name),
              options={"eta": 0.0, "tau": "t", "lower_order_final": False}, default_grid=_ODE_GRIDS, eps_form=False)
+register("heun", "Heun on the probability-flow ODE (EDM's 2nd-order sampler, order 2, 2 NFE/step)",
+         build=classic.heun_plan, default_grid=_ODE_GRIDS, calls=lambda process: (2, 0))
 register("conjugate", "conjugate integrator with a constant matrix B (B=0: exponential/DDIM)",
          coeffs=conjugate.conjugate, default_grid=_ODE_GRIDS)
 register("lambda-ddim-1", "conjugate integrator with B = lam * I (lambda-DDIM-I)",
@@ -140,7 +167,7 @@ def register_splitting(name: str, description: str, scheme: Scheme, note: str = 
     build.__doc__ = (f"{description}. Composition {scheme.composition} (fractions of h {scheme.fractions}, "
                      f"'*' the call), {scheme.policy} calls; defaults {shown}.\n\n{scheme_algorithm(scheme)}"
                      + (f"\n\n{note}" if note else ""))
-    register(name, description, build=build, options=dict(defaults), processes=("cld", "psld"),
+    register(name, description, build=build, options=dict(defaults), requires=PHASE_SPACE,
              default_grid=_ODE_GRIDS, stochastic=scheme.stochastic, calls=lambda p: scheme_calls(p, scheme))
 
 
@@ -186,7 +213,7 @@ register_splitting("sscs", "CLD's symmetric splitting sampler SSCS (Dockhorn et 
                    Scheme("O*BAO", (HALF, 1, 1, HALF), "euler", "reduced", o_part="linear"), eta="auto")
 
 
-def register_external(name: str, description: str, run: Callable, *, options: dict, processes: tuple,
+def register_external(name: str, description: str, run: Callable, *, options: dict, requires: Requires,
                       doc: str = "") -> None:
     """A sampler run step by step by another library (the peers of :mod:`cosi.evaluation.peers`):
     ``run(eps_model, process, nfe, z_T, **options) -> (z, calls)``. Registered from above the core, so
@@ -195,7 +222,7 @@ def register_external(name: str, description: str, run: Callable, *, options: di
     if doc:
         run = functools.partial(run)  # a copy that carries the doc
         run.__doc__ = doc
-    SAMPLERS[name] = Sampler(name, description, None, dict(options), processes=processes, run=run)
+    SAMPLERS[name] = Sampler(name, description, None, dict(options), requires=requires, run=run)
 
 
 def nearest_nfe(sampler: str, nfe: int, process="psld", *, denoise: bool = False, at_least: bool = False) -> int:
@@ -256,9 +283,9 @@ class _Frozen:
 
 def check_sampler(s: Sampler, process: LinearProcess, options: dict) -> None:
     """Refuse a process or options the sampler does not take."""
-    if process.name not in s.processes:
-        raise ValueError(f"sampler {s.name!r} is not defined for {process.name}; it supports "
-                         f"{', '.join(s.processes)}")
+    refusal = s.requires.refusal(s.name, process)
+    if refusal:
+        raise ValueError(f"sampler {s.name!r} is not defined for {process.name}: {refusal}")
     unknown = set(options) - set(s.options)
     if unknown:
         raise ValueError(f"sampler {s.name!r} has no option(s) {sorted(unknown)}; its options are "
@@ -329,5 +356,5 @@ def _cached_plan(name: str, process: LinearProcess, nfe: int, grid: _Frozen, den
     return plan
 
 
-__all__ = ["SAMPLERS", "Sampler", "build_plan", "check_sampler", "get_sampler", "nearest_nfe", "register_external",
+__all__ = ["SAMPLERS", "Sampler", "Requires", "ANY_PROCESS", "VARIANCE_PRESERVING", "PHASE_SPACE", "build_plan", "check_sampler", "get_sampler", "nearest_nfe", "register_external",
            "NFEError", "Plan"]

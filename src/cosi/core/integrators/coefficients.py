@@ -10,59 +10,77 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..processes import LinearProcess, f64
+from ..processes import LinearProcess, as_time, f64
 
+
+# Gauss–Legendre nodes per interval of the Φ integrals, by grid size: a fine grid's intervals are
+# short in log u, so fewer nodes keep the same accuracy at less cost; (at most this many intervals,
+# nodes). The claim these were chosen by (relative error < 1e-9 against adaptive quadrature) is now
+# tested (tests/test_coefficients.py, B = 0.5 I) and does NOT hold everywhere: on CLD, and on the last
+# (stiff, t_min) interval of uniform grids, errors reach 2e-4 (CLD, 5 steps); open.
+QUAD_NODES = ((64, 16), (256, 8))
+QUAD_NODES_FINE = 6  # more than 256 intervals
 
 
 def quad_nodes(intervals: int) -> int:
-    """Gauss–Legendre nodes per interval: 16 on coarse grids, fewer on fine ones (relative
-    error < 1e-9 against adaptive quadrature in every case tested, tests/test_coefficients.py)."""
-    return 16 if intervals <= 64 else 8 if intervals <= 256 else 6
+    """Gauss–Legendre nodes per interval for a grid of ``intervals`` steps (see QUAD_NODES)."""
+    for most, nodes in QUAD_NODES:
+        if intervals <= most:
+            return nodes
+    return QUAD_NODES_FINE
 
 
 def eye(k: int) -> Tensor:
     return torch.eye(k, dtype=f64)
 
 
-def integrate(f, lo: Tensor, hi: Tensor, nodes: int | None = None) -> Tensor:
+def integrate(f, lo: Tensor, hi: Tensor, nodes: int | None = None, process: LinearProcess | None = None) -> Tensor:
     """∫_lo^hi f(u) du per interval, for lo, hi of shape (n,) with 0 < lo.
 
     Gauss–Legendre in v = log u: near u = 0 the integrands here grow like u^{-1/2} (VP,
     PSLD: the data block's variance vanishes) or u^{-1} (CLD's conditional momentum
-    variance), and f(e^v)·e^v is smooth in both cases. ``f`` maps a tensor of times (n, q)
-    to matrices (n, q, k, k).
+    variance), and f(e^v)·e^v is smooth in both cases. Given a ``process`` whose log-SNR λ has a
+    closed-form inverse, in v = −λ/2 = log(σ/ψ) instead: that also resolves an end where ψ → 0
+    (rectified flow at t → 1, where the integrands grow like (1 − u)^{-2}); for B = 0 the
+    integrand in v is exactly ψ_ref e^v. ``f`` maps a tensor of times (n, q) to matrices (n, q, k, k).
     """
     x, w = np.polynomial.legendre.leggauss(nodes or quad_nodes(len(lo)))
     x, w = torch.tensor(x, dtype=f64), torch.tensor(w, dtype=f64)
-    a, b = lo.log(), hi.log()
+    snr = process is not None and process.log_snr_closed_form
+    a, b = (-0.5 * process.log_snr(lo), -0.5 * process.log_snr(hi)) if snr else (lo.log(), hi.log())
     mid, half = 0.5 * (a + b), 0.5 * (b - a)
-    u = torch.exp(mid[:, None] + half[:, None] * x)  # (n, q)
+    v = mid[:, None] + half[:, None] * x  # (n, q)
+    if snr:
+        u = process.log_snr_inverse(-2 * v)
+        du_dv = -2 / process.log_snr_derivative(u)
+    else:
+        u = torch.exp(v)
+        du_dv = u
     vals = f(u)  # (n, q, k, k)
-    weights = (half[:, None] * w * u)[..., None, None]
+    weights = (half[:, None] * w * du_dv)[..., None, None]
     return (vals * weights).sum(1)
 
 
 def score_coef(process: LinearProcess, u: Tensor) -> Tensor:
-    """½ β(u) D L_u^{-T}: the map from ε to the probability-flow drift's score term."""
-    m = process.marginal(u)
-    return 0.5 * process.beta(u)[..., None, None] * process.D_ @ m.L_invT
+    """½ g²(u) L_u^{-T} (= ½ β(u) D L_u^{-T}): the map from ε to the probability-flow drift's score term."""
+    g2 = process.drift_matrices(u)[1]
+    return 0.5 * g2 @ process.marginal(u).L_invT
 
 
 def conjugate_A(process: LinearProcess, B: Tensor, t: Tensor, t_ref: float) -> Tensor:
-    """A_t solving dA/dt = A (B − β(t) F), A(t_ref) = I (math.md §2), shape (..., k, k).
+    """A_t solving dA/dt = A (B − f(t)), f = βF, A(t_ref) = I (math.md §2), shape (..., k, k).
 
-    Exact: with constant β, A_t = expm((t − t_ref)(B − βF)); when B and F commute,
-    A_t = expm((t − t_ref) B − (b(t) − b(t_ref)) F).
+    Exact: with a constant drift f, A_t = expm((t − t_ref)(B − f)); when B commutes with every f(u),
+    A_t = expm((t − t_ref) B − ∫_{t_ref}^t f(u) du) (``drift_integral``).
     """
-    F = process.F_
     dt = (t - t_ref)[..., None, None]
+    f_ref = process.drift_matrices(as_time(t_ref))[0]
     if process.constant_beta:
-        return torch.linalg.matrix_exp(dt * (B - process.beta_0 * F))
-    if torch.allclose(B @ F, F @ B, atol=1e-14):
-        db = (process.b(t) - process.b(t_ref))[..., None, None]
-        return torch.linalg.matrix_exp(dt * B - db * F)
+        return torch.linalg.matrix_exp(dt * (B - f_ref))
+    if torch.allclose(B @ f_ref, f_ref @ B, atol=1e-14):
+        return torch.linalg.matrix_exp(dt * B - process.drift_integral(t, as_time(t_ref)))
     raise NotImplementedError(
-        "conjugate integrators with a time-varying β need B to commute with F "
+        "conjugate integrators with a time-varying drift need B to commute with F "
         "(e.g. B = λI, or any B when k = 1); use a constant-β process or such a B"
     )
 
@@ -80,10 +98,10 @@ def phi_increments(process: LinearProcess, B: Tensor, ts: Tensor, t_ref: float) 
 
     knots = getattr(process, "knots", None)
     if knots is None:
-        return -integrate(dphi, lo, hi)
+        return -integrate(dphi, lo, hi, process=process)
     inner = knots[(knots > ts[-1]) & (knots < ts[0])].to(f64)
     pts = torch.unique(torch.cat([ts, inner]))  # sorted ascending
-    pieces = integrate(dphi, pts[:-1], pts[1:])
+    pieces = integrate(dphi, pts[:-1], pts[1:], process=process)
     cum = torch.cat([torch.zeros_like(pieces[:1]), pieces.cumsum(0)])
     return -(cum[torch.searchsorted(pts, hi)] - cum[torch.searchsorted(pts, lo)])
 

@@ -310,9 +310,8 @@ def _check_coefficients(plan: Plan, name: str, nfe: int, options: dict) -> None:
     """Refuse a plan whose float64 coefficients are non-finite or absurdly large (e.g. |λ| = 1e6): it
     would turn any model's ε into overflow and blame the model."""
     for chunk in plan.chunks:
-        for c in chunk:
-            if c is None:
-                continue
+        stacks = [c for part in chunk if part is not None for c in (part if isinstance(part, tuple) else (part,))]
+        for c in stacks:  # C_r of several registers is a tuple of stacks
             if not bool(torch.isfinite(c).all()):
                 raise ValueError(_coefficients_refused(name, nfe, options, "non-finite (inf or NaN)"))
             big = float(c.abs().max()) if c.numel() else 0.0

@@ -46,7 +46,7 @@ def largest_stable_eta(name, process, nfe, step=0.05) -> float | None:
 def edges() -> None:
     for p in ("psld", "cld"):
         for name in PRESETS:
-            if p not in SAMPLERS[name].processes or "eta" not in SAMPLERS[name].options:
+            if not SAMPLERS[name].accepts(p) or "eta" not in SAMPLERS[name].options:
                 continue
             row = {}
             for n in EDGE_NFES:
@@ -61,7 +61,7 @@ def table() -> None:
     print("|---|---|" + "---|" * len(NFES))
     for p in ("psld", "cld"):
         for name in PRESETS:
-            if p not in SAMPLERS[name].processes:
+            if not SAMPLERS[name].accepts(p):
                 continue
             cells = []
             for n in NFES:

@@ -13,7 +13,8 @@ import argparse
 import torch
 
 import cosi
-from cosi.evaluation.oracle import GaussianMixture, endpoint_error, reference_solution
+from cosi.evaluation.distances import endpoint_error
+from cosi.evaluation.oracle import GaussianMixture, reference_solution
 
 SAMPLERS = (("gddim-2m", 1), ("gddim", 1), ("euler", 1), ("heun", 2))
 NFES = (5, 10, 20, 50)

@@ -25,7 +25,7 @@ import torch
 
 from cosi.evaluation.evaluate import oracle_benchmark
 import cosi
-from cosi.core.integrators import SAMPLERS
+from cosi.core.integrators import PHASE_SPACE, SAMPLERS
 
 RESULTS = Path(__file__).parent / "results"
 LAMS = (-3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
@@ -97,7 +97,7 @@ def splitting(only=()):
     of the committed file."""
     nfes = (20, 50, 100, 200)
     out = []
-    names = ["euler", "em", "conjugate"] + [n for n, s in SAMPLERS.items() if s.processes == ("cld", "psld")]
+    names = ["euler", "em", "conjugate"] + [n for n, s in SAMPLERS.items() if s.requires is PHASE_SPACE]
     old = [json.loads(x) for x in (RESULTS / "oracle_splitting.jsonl").read_text().splitlines()] if only else []
     for process in ("psld", "cld"):
         kept = {(r["sampler"], r["nfe"]): r for r in old if r["process"] == process and r["sampler"] not in only}

@@ -60,7 +60,7 @@ NETWORKS = {"nchw": (False, None), "nhwc": (True, None), "nchw+compile": (False,
 
 
 def samplers_of(process: str) -> list[str]:
-    return [n for n, s in SAMPLERS.items() if process in s.processes and n != "conjugate"]
+    return [n for n, s in SAMPLERS.items() if s.accepts(process) and n != "conjugate"]
 
 
 DATA_PREDICTION = ["gddim", "gddim-s", "gddim-2m"]  # the best samplers on both learned models
@@ -196,7 +196,7 @@ def speed(out: Path, minutes_left: float, device: str, dtype) -> None:
                         if time.monotonic() - t0 > 60 * minutes_left:
                             return
                         if (model_name, mode, s, nfe, b) in done or SAMPLERS[s].build is None \
-                                or model_name.split("-")[1] not in SAMPLERS[s].processes:
+                                or not SAMPLERS[s].accepts(model_name.split("-")[1]):
                             continue
                         if model is None:
                             model = load(model_name, device=device, dtype=dtype)

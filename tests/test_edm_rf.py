@@ -13,7 +13,8 @@ from cosi.core.integrators import build_plan
 from cosi.core.integrators.gddim import ddim, gddim
 from cosi.core.predictions import PREDICTIONS, as_eps_model, from_eps
 from cosi.core.processes import f64, make_process
-from cosi.evaluation.oracle import GaussianMixture, endpoint_error, reference_solution
+from cosi.evaluation.distances import endpoint_error
+from cosi.evaluation.oracle import GaussianMixture, reference_solution
 
 ONE_BLOCK = ["euler", "em", "heun", "gddim", "gddim-s", "gddim-2m", "conjugate", "lambda-ddim-1", "lambda-ddim-2"]
 

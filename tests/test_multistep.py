@@ -11,7 +11,8 @@ from cosi.core.grids import time_grid
 from cosi.core.integrators import build_plan
 from cosi.core.integrators.multistep import multistep_plan
 from cosi.core.processes import f64
-from cosi.evaluation.oracle import GaussianMixture, convergence_order
+from cosi.evaluation.distances import convergence_order
+from cosi.evaluation.oracle import GaussianMixture
 
 from conftest import oracle_case
 from test_gddim import point_mass_eps

@@ -16,7 +16,7 @@ from cosi.evaluation.oracle import GaussianMixture
 from conftest import oracle_case
 
 EPS_FORM_DETERMINISTIC = [n for n, s in SAMPLERS.items() if s.build is not None and s.eps_form
-                          and not s.stochastic and "psld" in s.processes]
+                          and not s.stochastic and s.accepts("psld")]
 
 
 def project(process, z, t, eps):

@@ -4,14 +4,14 @@ import pytest
 import torch
 
 import cosi
-from cosi.core.integrators import SAMPLERS, build_plan
+from cosi.core.integrators import PHASE_SPACE, SAMPLERS, build_plan
 from cosi.core.integrators.plan import Lin
 from cosi.evaluation.distances import convergence_order
 from cosi.evaluation.oracle import GaussianMixture
 
 from conftest import mmd_and_floor, oracle_case
 
-SPLITTING = [n for n, s in SAMPLERS.items() if s.processes == ("cld", "psld")]
+SPLITTING = [n for n, s in SAMPLERS.items() if s.requires is PHASE_SPACE]
 DETERMINISTIC = [n for n in SPLITTING if not SAMPLERS[n].stochastic]
 STOCHASTIC = [n for n in SPLITTING if SAMPLERS[n].stochastic]
 NAIVE = ["nse", "nvv", "oba", "bao", "obab", "baoab"]

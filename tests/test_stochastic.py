@@ -13,7 +13,7 @@ from cosi.evaluation.moments import MU0, S0, gaussian_eps_model, gaussian_margin
 from cosi.evaluation.distances import convergence_order
 from cosi.evaluation.oracle import GaussianMixture
 
-STOCHASTIC = [n for n, s in SAMPLERS.items() if s.stochastic and s.build is not None and "cld" in s.processes]
+STOCHASTIC = [n for n, s in SAMPLERS.items() if s.stochastic and s.build is not None and s.accepts("cld")]
 CASES = [(p, n) for p in ("psld", "cld") for n in STOCHASTIC]
 ORDER_CASES = [("psld", n) for n in STOCHASTIC] + [("cld", n) for n in ("obab", "baoab", "robab", "sscs")]
 

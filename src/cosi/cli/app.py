@@ -554,7 +554,7 @@ def bench_accuracy(
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     m, _ = _load_model(model, None, None, False, False, device, dtype)
     p = m.process
-    names = [s for s, spec in SAMPLERS.items() if p.name in spec.processes and not spec.stochastic] \
+    names = [s for s, spec in SAMPLERS.items() if spec.accepts(p) and not spec.stochastic] \
         if sampler == ["all"] else sampler
     opts = _sampler_options(lam, None, option)
     if grid is not None:

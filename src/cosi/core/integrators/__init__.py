@@ -73,6 +73,12 @@ class Sampler:
     def grid(self, process: LinearProcess) -> str:
         return self.default_grid.get(process.name, "uniform")
 
+    def accepts(self, process) -> bool:
+        """Whether the sampler runs on ``process`` (a LinearProcess or a name): its requirement's test."""
+        from ..processes import make_process
+
+        return bool(self.requires.test(make_process(process)))
+
     @property
     def algorithm(self) -> str:
         """The sampler's update in math.md's symbols, its order and NFE per step: the docstring of its build

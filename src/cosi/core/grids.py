@@ -3,7 +3,7 @@
 - ``uniform``: uniform in t (the official PSLD default);
 - ``quadratic``: t = t_min + (T − t_min) u², u uniform: denser near t_min, where the
   PSLD probability-flow ODE is stiff;
-- ``logsnr``: uniform in the data block's log-SNR λ(t) = log(ψ_x(t)² / Σ_t,xx)
+- ``logsnr``: uniform in the data block's log-SNR ℓ(t) = log(ψ_x(t)² / Σ_t,xx)
   (:meth:`LinearProcess.log_snr`, the one definition cosi uses);
 - ``edm``: Karras et al.'s ρ-grid (ρ = 7) in EDM's σ(t) = exp(−λ/2) (VP: sqrt(e^{b} − 1); VE/EDM:
   σ = t), for every process (σ(t) is increasing wherever λ is decreasing);

@@ -18,7 +18,7 @@ molecular-dynamics split of Langevin dynamics into drift (A), kick (B) and therm
 
 Each A/B sub-flow is advanced over its sub-interval [t_a → t_b] either by Euler (S at t_a), or by the
 conjugate integrator of math.md §2 applied to the flow alone, with B_flow = λΠ (the conjugate-splitting
-hybrid): with A_u = expm((u − t_a) Ω), Ω = λΠ − β F_flow,
+hybrid): with A_u = expm((u − t_a) Υ), Υ = λΠ − β F_flow,
 
     z_b = A_b⁻¹ (I + (t_b − t_a) λΠ) z_a + A_b⁻¹ ∫_{t_a}^{t_b} A_u β (1 + η²) Π S(u) du · ε,
 
@@ -138,11 +138,11 @@ def kick_coeffs(process: LinearProcess, letter: str, t_a: Tensor, t_b: Tensor, *
     I = torch.eye(2, dtype=f64)
     if method == "euler":
         return I + h * beta * F_flow, h * c * (Pi @ score_coef(process, t_a))
-    Omega = lam * Pi - beta * F_flow  # A_u = expm((u − t_a) Ω)
-    A_b_inv = torch.linalg.matrix_exp(-h * Omega)
+    Upsilon = lam * Pi - beta * F_flow  # A_u = expm((u − t_a) Υ)
+    A_b_inv = torch.linalg.matrix_exp(-h * Upsilon)
 
     def integrand(u):
-        A_u = torch.linalg.matrix_exp((u - t_a[:, None])[..., None, None] * Omega)
+        A_u = torch.linalg.matrix_exp((u - t_a[:, None])[..., None, None] * Upsilon)
         return A_u @ (c * Pi) @ score_coef(process, u)
 
     signed = torch.where(h < 0, -1.0, 1.0).to(f64)

@@ -46,7 +46,7 @@ def test_multistep_baselines_converge_faster_than_first_order(name, opts):
 
 def test_baselines_are_vp_only_and_take_their_own_timesteps():
     psld = cosi.make_process("psld")
-    with pytest.raises(ValueError, match="supports vp"):
+    with pytest.raises(ValueError, match="needs a variance-preserving one-block process"):
         cosi.sample(lambda z, t: z, psld, "unipc", 10, shape=(2, 4))
     vp = cosi.make_process("vp")
     with pytest.raises(ValueError, match="takes its own timesteps"):

@@ -33,12 +33,12 @@ def test_drift_matrices_generate_the_marginals(name):
     """ψ′ = f ψ and Σ′ = f Σ + Σ fᵀ + g², by central differences."""
     p = make_process(name)
     t = torch.linspace(0.2, 0.8, 4, dtype=f64) * p.T
-    h = 1e-5 * p.T
+    h = 1e-5 * p.T  # central differences: O(h²) truncation, ~1e-8 absolute on PSLD's stiff drift
     mp, mm = p.marginal(t + h), p.marginal(t - h)
     m, (f, g2) = p.marginal(t), p.drift_matrices(t)
     dpsi, dcov = (mp.psi - mm.psi) / (2 * h), (mp.cov - mm.cov) / (2 * h)
-    assert torch.allclose(dpsi, (f @ m.psi[..., None])[..., 0], rtol=1e-6, atol=1e-9)
-    assert torch.allclose(dcov, f @ m.cov + m.cov @ f.transpose(-1, -2) + g2, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(dpsi, (f @ m.psi[..., None])[..., 0], rtol=1e-6, atol=1e-7)
+    assert torch.allclose(dcov, f @ m.cov + m.cov @ f.transpose(-1, -2) + g2, rtol=1e-6, atol=1e-7)
 
 
 def test_capabilities():
@@ -62,7 +62,8 @@ def test_ddim_needs_variance_preserving_not_the_name_vp():
     tab = vp_from_alphas_cumprod(torch.linspace(0.999, 0.01, 100, dtype=f64))
     renamed = dataclasses.replace(tab, name="my-schedule")
     assert tab.beta_0 is None and renamed.variance_preserving
-    assert torch.equal(build_plan("ddim", renamed, 5).chunks[0][0], build_plan("ddim", tab, 5).chunks[0][0])
+    assert torch.equal(build_plan("ddim", renamed, 5, grid="quadratic").chunks[0][0],
+                       build_plan("ddim", tab, 5, grid="quadratic").chunks[0][0])
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.3, 0.5, 1.0, 2.0])

@@ -143,7 +143,7 @@ def choose_lambda(eps_model, process, sampler: str, nfe: int, data_shape, *, gri
         run = lambda z: sample(eps_model, process, sampler, nfe, z_T=z, grid=grid, denoise=denoise,  # noqa: E731
                                lam=lam, **options).x
         if objective is None:
-            err = errors(run(z_T), x_ref)["rmse"]
+            err = errors(run(z_T), x_ref)["rmse_median"]  # robust to the rare trajectory that crosses to another mode
         else:
             xs = [run(z) for z in z_T.split(objective.batch_size)]
             err = objective(xs) if all(bool(torch.isfinite(x).all()) for x in xs) else math.inf

@@ -57,12 +57,12 @@ def _shaped(c: Tensor, z: Tensor) -> Tensor:
     return c.reshape(-1, *([1] * (z.dim() - 1)))
 
 
-def to_eps(out: Tensor, z: Tensor, t, process: LinearProcess, prediction: str) -> Tensor:
-    """ε from a network output ``out`` of type ``prediction`` at state z, time t (computed in float64,
-    returned in z's dtype). For ``denoiser``, ``out`` is D's value x̂₀."""
+def eps_from(prediction: str, out: Tensor, z: Tensor, psi, sig, dpsi=None, dsig=None) -> Tensor:
+    """ε from a network output ``out`` of type ``prediction`` at state z = ψ x₀ + σ ε, given the path's
+    coefficients (broadcastable to z; ψ′, σ′ only for 'flow'); float64 arithmetic, returned in z's dtype."""
     p = prediction_name(prediction)
-    psi, sig, dpsi, dsig = (_shaped(c, z) for c in path_coefficients(process, t))
     o, x = out.to(f64), z.to(f64)
+    psi, sig = (torch.as_tensor(c, device=z.device).to(f64) for c in (psi, sig))
     if p == "eps":
         e = o
     elif p in ("x0", "denoiser"):
@@ -72,8 +72,15 @@ def to_eps(out: Tensor, z: Tensor, t, process: LinearProcess, prediction: str) -
     elif p == "score":
         e = -sig * o
     else:  # flow
+        dpsi, dsig = (torch.as_tensor(c, device=z.device).to(f64) for c in (dpsi, dsig))
         e = (o - (dpsi / psi) * x) / (dsig - dpsi * sig / psi)
     return e.to(z.dtype)
+
+
+def to_eps(out: Tensor, z: Tensor, t, process: LinearProcess, prediction: str) -> Tensor:
+    """ε from a network output ``out`` of type ``prediction`` at state z, time t (computed in float64,
+    returned in z's dtype). For ``denoiser``, ``out`` is D's value x̂₀."""
+    return eps_from(prediction, out, z, *(_shaped(c, z) for c in path_coefficients(process, t)))
 
 
 def from_eps(eps: Tensor, z: Tensor, t, process: LinearProcess, prediction: str) -> Tensor:

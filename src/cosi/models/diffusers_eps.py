@@ -14,6 +14,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
+from ..core.predictions import eps_from
 from ..core.processes import f64
 from .diffusers_schedule import config_get, scheduler_config, time_to_timestep, timestep_to_time, vp_from_scheduler_config
 
@@ -22,18 +23,13 @@ __all__ = ["DiffusersEpsModel", "eps_model_from_pipeline", "PREDICTION_TYPES", "
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
-# TODO(merge): core/predictions.py (issue 22 item 1) converts every prediction type to ε for every
-# linear process; it replaces this VP-only conversion here and in CosiMultistepScheduler.
 def prediction_to_eps(prediction_type: str, raw: Tensor, z: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     """ε from a VP model's raw output, z = α x₀ + σ ε (α, σ broadcastable to z): 'epsilon' as is,
-    'v_prediction' (v = α ε − σ x₀) ε = α v + σ z, 'sample' (raw = x̂₀) ε = (z − α x̂₀)/σ."""
-    if prediction_type == "epsilon":
-        return raw
-    if prediction_type == "v_prediction":
-        return alpha * raw + sigma * z
-    if prediction_type == "sample":
-        return (z - alpha * raw) / sigma
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    'v_prediction' (v = α ε − σ x₀) ε = α v + σ z, 'sample' (raw = x̂₀) ε = (z − α x̂₀)/σ — diffusers'
+    names for cosi's one conversion, :func:`cosi.core.predictions.eps_from`."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    return eps_from(prediction_type, raw, z, alpha, sigma)
 
 
 def _batch(x, B: int):

@@ -26,6 +26,12 @@ same command continues in the next session where this one stopped):
              first, then 2000
   project    issue 19: FD rows of every ε-form sampler on fmnist-psld with the projection on (the
              default; the psld stage's older rows are plain ε) at the Table-2 NFEs, and lam=auto again
+  stability  issue 19: max |x| and RMSE (the accuracy rows) of every sampler on fmnist-psld, the ε-form ones
+             with the projection on and their stable range ignored (allow_unstable), climbing NFE from 4 until
+             STABLE_RUN consecutive NFEs stay inside STABLE_MAX_ABS: the data of the stable ranges
+             (cosi.core.integrators.stability.MIN_NFE, benchmarks/stability_table.py)
+  frontier   issue 21: accuracy at NFE 4, 5, 6, 8, 10, 15, 20 of the data-prediction samplers on both models
+             and of every diffusers peer setting on fmnist-vp (Karras sigmas, lu_lambdas), seeds 0 and 1
 
 The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
 the paper's Table 2 at NFE 50 and 100, their second seeds, the λ curves and the lam=auto check, second
@@ -53,7 +59,8 @@ from cosi.models.checkpoint import load
 from cosi.evaluation.sweep import make_cells, run_sweep
 
 NFES = [10, 20, 50, 100, 200]
-STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds", "final", "accuracy", "project"]
+STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds", "final", "accuracy", "stability", "frontier",
+          "project"]
 FINAL_N = 50_000  # the final stage's samples per cell
 NETWORKS = {"nchw": (False, None), "nhwc": (True, None), "nchw+compile": (False, "default"),
             "nhwc+compile": (True, "default")}  # name: (channels-last, torch.compile mode)
@@ -155,6 +162,86 @@ def accuracy_stage(out: Path, minutes: float, device: str, n: int, reference: st
             run_accuracy(models[name], name, accuracy_plan(name, nfes, top), out, n=n,
                          reference=Reference.parse(reference), minutes=left, cache_dir=out.parent / "accuracy_refs",
                          extra={"device_name": hw}, log=lambda s: print(s, flush=True))
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
+STABILITY_NFES = [4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 70, 100, 150, 200, 300, 500, 1000]
+STABLE_MAX_ABS = 4.0  # "inside the data range": max |x| over the draws (data in [-1, 1]; the converged ODE reaches 1.5)
+STABLE_RUN = 4  # a sampler's scan stops after this many consecutive stable NFEs
+
+
+def stability_stage(out: Path, minutes: float, device: str, n: int, reference: str) -> None:
+    """The stability stage: every sampler of fmnist-psld (and fmnist-vp's ε-form ones) climbing STABILITY_NFES
+    with its stable range ignored, until STABLE_RUN consecutive NFEs are inside STABLE_MAX_ABS."""
+    from cosi.core.integrators import nearest_nfe
+    from cosi.core.processes import make_process
+    from cosi.evaluation.accuracy import Reference, run_accuracy
+    from cosi.evaluation.rows import read_rows
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    t0 = time.monotonic()
+    hw = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    for name in ("fmnist-psld", "fmnist-vp"):
+        p = make_process(name.split("-")[1])
+        model = None
+        names = [s for s in samplers_of(p.name) if SAMPLERS[s].build is not None and (p.k > 1 or SAMPLERS[s].eps_form)]
+        for s in names:
+            run = 0
+            for k in dict.fromkeys(nearest_nfe(s, k, p) for k in STABILITY_NFES):
+                left = minutes - (time.monotonic() - t0) / 60
+                if left <= 0 or run >= STABLE_RUN:
+                    break
+                if model is None:
+                    model = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+                cell = {"sampler": s, "nfe": k, "project": True, "options": {"allow_unstable": True}}
+                run_accuracy(model, name, [cell], out, n=n, reference=Reference.parse(reference), minutes=left,
+                             cache_dir=out.parent / "accuracy_refs", extra={"device_name": hw},
+                             log=lambda m: print(m, flush=True))
+                rows = [r for r in read_rows(out) if r["model"] == name and r["sampler"] == s and r["nfe"] == k]
+                ok = rows and rows[-1].get("max_abs", float("inf")) <= STABLE_MAX_ABS
+                run = run + 1 if ok else 0
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
+FRONTIER_NFES = [4, 5, 6, 8, 10, 15, 20]
+FRONTIER = ["gddim", "gddim-2m", "gddim-3m", "gddim-2m-c", "gddim-3m-c"]
+PEER_SETTINGS = {"dpm-solver++": [{}, {"use_karras_sigmas": True}, {"use_lu_lambdas": True}],
+                 "dpm-solver++-3m": [{}, {"use_karras_sigmas": True}, {"use_lu_lambdas": True}],
+                 "unipc": [{}, {"use_karras_sigmas": True}], "unipc-bh2-3": [{}, {"use_karras_sigmas": True}],
+                 "unipc-bh1-2": [{}, {"use_karras_sigmas": True}], "unipc-bh1-3": [{}, {"use_karras_sigmas": True}],
+                 "deis": [{}, {"use_karras_sigmas": True}], "ipndm": [{}]}
+
+
+def frontier_plan(name: str, seed: int) -> list[dict]:
+    """The frontier cells of one model: the data-prediction samplers on their default and logsnr grids, and on
+    fmnist-vp every peer setting, at FRONTIER_NFES (the nearest NFE each meets)."""
+    from cosi.core.integrators import nearest_nfe
+    from cosi.core.processes import make_process
+
+    p = make_process(name.split("-")[1])
+    cells = [{"sampler": s, "nfe": nearest_nfe(s, k, p), "project": True, "options": o}
+             for k in FRONTIER_NFES for s in FRONTIER for o in ({}, {"grid": "logsnr"})]
+    if p.k == 1:
+        cells += [{"sampler": s, "nfe": k, "project": True, "options": o}
+                  for k in FRONTIER_NFES for s, settings in PEER_SETTINGS.items() for o in settings]
+    return list({json.dumps(c, sort_keys=True): c for c in cells}.values())
+
+
+def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: str) -> None:
+    from cosi.evaluation.accuracy import Reference, run_accuracy
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    t0 = time.monotonic()
+    hw = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    for seed in (0, 1):
+        for name in ("fmnist-vp", "fmnist-psld"):
+            left = minutes - (time.monotonic() - t0) / 60
+            if left <= 0:
+                break
+            model = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+            run_accuracy(model, name, frontier_plan(name, seed), out, n=n, seed=seed,
+                         reference=Reference.parse(reference), minutes=left, cache_dir=out.parent / "accuracy_refs",
+                         extra={"device_name": hw}, log=lambda m: print(m, flush=True))
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
@@ -286,7 +373,11 @@ def main() -> None:
         budget = min(left(), args.accuracy_minutes or left())
         accuracy_stage(args.out / "accuracy.jsonl", budget, dev, args.accuracy_n, args.accuracy_reference,
                        args.accuracy_nfe or ACCURACY_NFES)
-    stages = [s for s in stages if s not in ("network", "speed", "accuracy")]
+    if "stability" in stages and left() > 0:
+        stability_stage(args.out / "stability.jsonl", left(), dev, args.accuracy_n, args.accuracy_reference)
+    if "frontier" in stages and left() > 0:
+        frontier_stage(args.out / "frontier.jsonl", left(), dev, args.accuracy_n, args.accuracy_reference)
+    stages = [s for s in stages if s not in ("network", "speed", "accuracy", "stability", "frontier")]
     if not stages or left() <= 0:
         print(f"study: {(time.monotonic() - t0) / 60:.1f} min on {hw}", flush=True)
         return

@@ -33,7 +33,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
            shape=None, generator: torch.Generator | None = None, *, grid=None,
            denoise: bool = False, device=None, dtype=torch.float32, progress: bool = False,
            callback: Callable | None = None, noise: Callable | None = None, graph: bool = False,
-           project: bool = True, **options) -> SampleResult:
+           project: bool = True, allow_unstable: bool = False, **options) -> SampleResult:
     """Sample from a diffusion model with exactly ``nfe`` network calls.
 
     Args:
@@ -67,13 +67,16 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
         project: on a k ≥ 2 process (CLD, PSLD), follow each network call of an ε-form sampler by the
             consistency projection of ε (docs/integrators.md): the identity for an exact ε, and what
             makes the ε-form samplers converge on a learned one. False: the paper's plain ε-form.
+        allow_unstable: run a sampler below its measured stable range on the process (refused otherwise,
+            naming the range: :mod:`cosi.core.integrators.stability`).
         **options: the sampler's own options (``eta``, ``lam``, ``B``, ...).
     """
     if isinstance(process, str):
         process = make_process(process)
     if not isinstance(process, LinearProcess):
         raise TypeError(f"process must be a LinearProcess or one of 'vp', 'cld', 'psld', got {process!r}")
-    spec, plan = check(process, sampler, nfe, grid=grid, denoise=denoise, project=project, **options)
+    spec, plan = check(process, sampler, nfe, grid=grid, denoise=denoise, project=project,
+                       allow_unstable=allow_unstable, **options)
     if z_T is None:
         if shape is None:
             raise ValueError("give z_T (the initial state) or shape (the data shape, e.g. (B, C, H, W))")
@@ -99,7 +102,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T: Tensor | N
 
 
 def check(process: LinearProcess, sampler: str, nfe: int, *, grid=None, denoise: bool = False, project: bool = True,
-          **options):
+          allow_unstable: bool = False, **options):
     """Everything :func:`sample` checks before it draws: the sampler, its options on this process and
     the ``nfe`` it must meet (its plan is built, and cached, here). Returns (the sampler's entry, its plan
     or None for a sampler run by another library). Call it before writing anything a refused run
@@ -111,7 +114,8 @@ def check(process: LinearProcess, sampler: str, nfe: int, *, grid=None, denoise:
     if spec.run is not None:
         _check_external(spec, process, grid, denoise, options)
         return spec, None
-    return spec, build_plan(sampler, process, nfe, grid=grid, denoise=denoise, project=project, **options)
+    return spec, build_plan(sampler, process, nfe, grid=grid, denoise=denoise, project=project,
+                            allow_unstable=allow_unstable, **options)
 
 
 def _check_external(spec, process: LinearProcess, grid, denoise: bool, options: dict) -> None:

@@ -19,6 +19,7 @@ import torch
 from ..processes import LinearProcess
 from . import classic, conjugate, gddim, multistep
 from . import eta as eta_schedule
+from . import stability
 from .splitting import Scheme, scheme_algorithm, scheme_calls, splitting_plan
 from .base import NFEError, grid_for, single_call_plan, steps_for
 from .plan import Plan
@@ -69,6 +70,8 @@ class Sampler:
     run: Callable | None = None
     calls: Callable = lambda process: (1, 0)  # (calls per step, extra calls at the start) on a process
     eps_form: bool = True  # steps with ε itself (projected for consistency on k ≥ 2); False: with x̂₀ = w (z − L ε)
+    resolve: Callable | None = None  # resolve(process, nfe, grid, denoise, options) -> options: defaults that
+    # depend on the call (eta='auto'), resolved outside the plan cache so that their warnings fire every call
 
     def grid(self, process: LinearProcess) -> str:
         return self.default_grid.get(process.name, "uniform")
@@ -161,11 +164,12 @@ def register_splitting(name: str, description: str, scheme: Scheme, note: str = 
     and ``note``."""
 
     def build(process, nfe, grid, denoise, **options):
-        opts = {**defaults, **options}
-        if scheme.stochastic:  # eta='auto': the stable schedule measured by exact moment propagation (eta.py)
-            opts["eta"] = eta_schedule.resolve(name, process.name, nfe - int(denoise), opts["eta"],
-                                               warn=grid == _ODE_GRIDS.get(process.name))
-        return splitting_plan(process, scheme, nfe, grid, denoise, name=name, **opts)
+        return splitting_plan(process, scheme, nfe, grid, denoise, name=name, **{**defaults, **options})
+
+    def resolve(process, nfe, grid, denoise, options):  # eta='auto': the stable schedule of exact moments (eta.py)
+        eta = options.get("eta", defaults.get("eta"))
+        return {**options, "eta": eta_schedule.resolve(name, process.name, nfe - int(denoise), eta,
+                                                         warn=grid == _ODE_GRIDS.get(process.name))}
 
     if scheme.stochastic:  # which linear terms O integrates with the noise, and the position's own noise
         defaults = {**defaults, "o_part": scheme.o_part, "eta_x": None}  # scale (None: eta): choices to measure
@@ -174,7 +178,8 @@ def register_splitting(name: str, description: str, scheme: Scheme, note: str = 
                      f"'*' the call), {scheme.policy} calls; defaults {shown}.\n\n{scheme_algorithm(scheme)}"
                      + (f"\n\n{note}" if note else ""))
     register(name, description, build=build, options=dict(defaults), requires=PHASE_SPACE,
-             default_grid=_ODE_GRIDS, stochastic=scheme.stochastic, calls=lambda p: scheme_calls(p, scheme))
+             default_grid=_ODE_GRIDS, stochastic=scheme.stochastic, calls=lambda p: scheme_calls(p, scheme),
+             resolve=resolve if scheme.stochastic else None)
 
 
 HALF = 0.5  # half of the step h
@@ -326,10 +331,12 @@ def _check_coefficients(plan: Plan, name: str, nfe: int, options: dict) -> None:
 
 
 def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: bool = False,
-               project: bool = True, **options) -> Plan:
+               project: bool = True, allow_unstable: bool = False, **options) -> Plan:
     """The plan of sampler ``name`` for exactly ``nfe`` network calls (cached). ``project``: follow each
     network call of an ε-form sampler on a k ≥ 2 process by the consistency projection of ε
-    (:meth:`Plan.project_eps`); False gives the paper's plain ε-form."""
+    (:meth:`Plan.project_eps`); False gives the paper's plain ε-form. Below the sampler's measured stable
+    range on the process (:mod:`.stability`) it is refused unless ``allow_unstable``; the paper's plain
+    ε-form (``project=False``) is outside that measurement and not refused."""
     s = get_sampler(name)
     check_sampler(s, process, options)
     if s.build is None:
@@ -341,6 +348,10 @@ def build_plan(name: str, process: LinearProcess, nfe: int, grid=None, denoise: 
                          "lam='auto'")
     grid = s.grid(process) if grid is None else grid
     project = bool(project) and s.eps_form and process.k > 1
+    if project or not s.eps_form or process.k == 1:
+        stability.check(name, process.name, nfe - int(denoise), allow_unstable=allow_unstable)
+    if s.resolve is not None:
+        options = s.resolve(process, nfe, grid, denoise, options)
     return _cached_plan(name, process, nfe, _Frozen(grid), bool(denoise), project, _Frozen(sorted(options.items())))
 
 
@@ -362,4 +373,4 @@ def _cached_plan(name: str, process: LinearProcess, nfe: int, grid: _Frozen, den
 
 
 __all__ = ["SAMPLERS", "Sampler", "Requires", "ANY_PROCESS", "VARIANCE_PRESERVING", "PHASE_SPACE", "build_plan", "check_sampler", "get_sampler", "nearest_nfe", "register_external",
-           "NFEError", "Plan"]
+           "NFEError", "Plan", "stability"]

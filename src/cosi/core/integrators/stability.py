@@ -1,0 +1,51 @@
+"""Where each sampler is stable: the smallest NFE it accepts on a process, measured (issue 19).
+
+An explicit ε-form step on a two-block process is stiff where L_t⁻ᵀ is large and the step is long; below
+some NFE a sampler's samples leave the data range by orders of magnitude (Euler on PSLD at NFE 20 reaches
+|x| ≈ 120 with the projected ε, 2500 with the plain one). Such a sampler is refused there, with the stable
+range named, rather than handed back as a result.
+
+``MIN_NFE[(sampler, process)]``: the smallest NFE (the steps' calls, without a denoising call) from which the
+sampler stayed inside |x| ≤ ``STABLE_MAX_ABS`` at every larger measured NFE on the shipped learned model of the
+process (fmnist-psld, 256 draws, the sampler's default grid and options, the projection of ε on), measured by
+``python benchmarks/study.py --stage stability`` on a GPU and turned into this table by
+``python benchmarks/stability_table.py`` (docs/benchmarks.md, "Stable ranges"). The stochastic splitting
+presets' ranges also start no lower than their exact-moment edges (:mod:`.eta`). A process without a shipped
+learned model (CLD) has no measured range here; the edge is a property of the process and its grid far more
+than of the data, which is why a range measured on one model of a process is applied to every model of it.
+"""
+
+from __future__ import annotations
+
+from . import eta as eta_schedule
+
+STABLE_MAX_ABS = 4.0  # the data lie in [-1, 1]; the converged ODE solution of fmnist-psld reaches |x| = 1.47
+
+MIN_NFE: dict[tuple[str, str], int] = {}
+
+
+def min_nfe(sampler: str, process: str) -> int | None:
+    """The smallest stable NFE of ``sampler`` on the process named ``process`` (None: no measured edge)."""
+    edges = eta_schedule.EDGES.get((sampler, process))
+    found = [n for n in (MIN_NFE.get((sampler, process)), edges[0][0] if edges else None) if n is not None]
+    return max(found) if found else None
+
+
+class UnstableNFE(ValueError):
+    """A sampler asked for fewer calls than its measured stable range starts at."""
+
+
+def check(sampler: str, process: str, steps_nfe: int, *, allow_unstable: bool = False) -> None:
+    """Refuse ``steps_nfe`` calls (without a denoising call) below the sampler's stable range on ``process``,
+    unless ``allow_unstable``."""
+    edge = min_nfe(sampler, process)
+    if allow_unstable or edge is None or steps_nfe >= edge:
+        return
+    raise UnstableNFE(
+        f"{sampler} on {process} is unstable below {edge} network calls (asked: {steps_nfe}): measured there, its "
+        f"samples leave the data range (|x| > {STABLE_MAX_ABS:g}; docs/benchmarks.md, 'Stable ranges'). Give "
+        f"nfe >= {edge}, or use a data-prediction sampler at low NFE (gddim-2m, gddim-3m-c), or pass "
+        "allow_unstable=True (CLI: --allow-unstable) to run it anyway")
+
+
+__all__ = ["STABLE_MAX_ABS", "MIN_NFE", "min_nfe", "check", "UnstableNFE"]

@@ -32,6 +32,7 @@ same command continues in the next session where this one stopped):
              (cosi.core.integrators.stability.MIN_NFE, benchmarks/stability_table.py)
   frontier   issue 21: accuracy at NFE 4, 5, 6, 8, 10, 15, 20 of the data-prediction samplers on both models
              and of every diffusers peer setting on fmnist-vp (Karras sigmas, lu_lambdas), seeds 0 and 1
+  frontier_fd  issue 21: the FD of the same cells (seed 0), and csps-d on the uniform grid (issue 19)
 
 The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
 the paper's Table 2 at NFE 50 and 100, their second seeds, the λ curves and the lam=auto check, second
@@ -60,7 +61,7 @@ from cosi.evaluation.sweep import make_cells, run_sweep
 
 NFES = [10, 20, 50, 100, 200]
 STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds", "final", "accuracy", "stability", "frontier",
-          "project"]
+          "frontier_fd", "project"]
 FINAL_N = 50_000  # the final stage's samples per cell
 NETWORKS = {"nchw": (False, None), "nhwc": (True, None), "nchw+compile": (False, "default"),
             "nhwc+compile": (True, "default")}  # name: (channels-last, torch.compile mode)
@@ -227,6 +228,18 @@ def frontier_plan(name: str, seed: int) -> list[dict]:
         cells += [{"sampler": s, "nfe": k, "project": True, "options": o}
                   for k in FRONTIER_NFES for s, settings in PEER_SETTINGS.items() for o in settings]
     return list({json.dumps(c, sort_keys=True): c for c in cells}.values())
+
+
+def frontier_fd_plan() -> list[tuple[str, str, list[dict]]]:
+    """The FD cells of the frontier: what frontier_plan measures for accuracy, seed 0, and csps-d on the uniform
+    grid at the Table-2 NFEs."""
+    first = [10, 5, 8, 4, 6, 15, 20]  # the issue's target NFEs first
+
+    def cells(name):
+        return sorted(({"sampler": c["sampler"], "nfe": c["nfe"], "options": c["options"], "seed": 0}
+                       for c in frontier_plan(name, 0)), key=lambda c: first.index(c["nfe"]) if c["nfe"] in first else 9)
+    return [("frontier_fd", "fmnist-psld", make_cells(["csps-d"], [20, 50, 100], grids=["uniform"])),
+            ("frontier_fd", "fmnist-vp", cells("fmnist-vp")), ("frontier_fd", "fmnist-psld", cells("fmnist-psld"))]
 
 
 def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: str) -> None:
@@ -399,7 +412,7 @@ def main() -> None:
     extra = {"features": kind, "device": hw, "dtype": str(dtype).removeprefix("torch."), "network": net,
              "graph": graph}
     models = {}
-    for stage, name, cells in [*fd_plan(), *project_plan(args.project_nfe or (50, 100))]:
+    for stage, name, cells in [*fd_plan(), *project_plan(args.project_nfe or (50, 100)), *frontier_fd_plan()]:
         if left() <= 0:
             break
         if stage not in stages:

@@ -25,7 +25,7 @@ EDGE_NFES = (10, 12, 15, 17, 20, 22, 25, 27, 30, 35, 40, 45, 50, 60, 70, 85, 100
 def cov_error(name, process, nfe, **options) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return moment_errors(name, process, nfe, **options)["cov"]
+        return moment_errors(name, process, nfe, allow_unstable=True, **options)["cov"]
 
 
 def largest_stable_eta(name, process, nfe, step=0.05) -> float | None:

@@ -66,7 +66,7 @@ def test_two_gloo_processes_write_exactly_the_samples_of_one(tmp_path):
     import subprocess
     import sys
 
-    args = ["sample", "--model", "fmnist-vp", "--sampler", "em", "--nfe", "3", "--num-samples", "6", "--quiet",
+    args = ["sample", "--model", "fmnist-vp", "--sampler", "em", "--nfe", "8", "--num-samples", "6", "--quiet",
             "--device", "cpu"]
     one = CliRunner().invoke(app, args + ["--batch-size", "4", "--out", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output

@@ -24,6 +24,7 @@ docs/interop_diffusers.md has the details.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -364,18 +365,24 @@ class CosiMultistepScheduler(_VPScheduler):
             grid, nfe, denoise = torch.cat([grid, timestep_to_time(torch.zeros(1), N)]), K, False
         else:  # the last timestep is t_0 already: its step is the identity (as DDIM's)
             nfe, denoise, identity_last = K - 1, False, True
-        self.plan = build_plan("gddim-2m", self.process, nfe, grid=grid, denoise=denoise, eta=float(self.config.eta),
-                               tau=self.config.tau)
-        # one linear update per network call: row i of the scheduler is the update after call i
-        ops = self.plan.ops
+        plan = build_plan("gddim-2m", self.process, nfe, grid=grid, denoise=denoise, eta=float(self.config.eta),
+                          tau=self.config.tau)
+        self._load_plan(plan, grid[:K], [int(n) for n in taus.tolist()], identity_last)
+        self.num_inference_steps = K
+        self.timesteps = torch.from_numpy(taus.copy()).to(device)
+
+    def _load_plan(self, plan, times: torch.Tensor, keys: list, identity_last: bool = False) -> None:
+        """Row i of the scheduler: the linear update after the plan's i-th network call, at times[i], looked up
+        by the timestep key keys[i]."""
+        self.plan = plan
+        ops = plan.ops
         lins = [ops[j + 1] for j, op in enumerate(ops) if isinstance(op, Eval)]
         packed = []
-        for lin in lins:  # [C_z | C_ε | C_r | C_ξ], the order of lin_update's parts below
-            Cz, Ce, Cn, Cr = self.plan.chunks[lin.chunk]
+        for lin in lins:  # [C_z | C_ε | C_r | C_ξ], the order of lin_update's parts in step
+            Cz, Ce, Cn, Cr = plan.chunks[lin.chunk]
             C = torch.cat([c[lin.row] for c in (Cz, Ce, Cr, Cn) if c is not None], -1)
-            S = None if lin.save is None else torch.cat(self.plan.chunks[lin.save][:2], -1)[lin.row]
+            S = None if lin.save is None else torch.cat(plan.chunks[lin.save][:2], -1)[lin.row]
             packed.append((lin, C, S))
-        times = grid[:K]
         m = self.process.marginal(times)
         w = data_prediction_weights(self.process, times)  # x̂₀ = w (z − L ε): pred_original_sample
         self._tables = {
@@ -383,11 +390,16 @@ class CosiMultistepScheduler(_VPScheduler):
             "x0": torch.cat([w, -w @ m.L], -1)[:, 0],  # (K, 2): x̂₀ = [w | −w L] (z, ε)
         }
         self._packed = packed + ([None] if identity_last else [])
-        self._rows = {int(n): i for i, n in enumerate(taus.tolist())}
+        self._rows = {k: i for i, k in enumerate(keys)}
         self._cast = {}
         self._reg, self._last = None, None
-        self.num_inference_steps = K
-        self.timesteps = torch.from_numpy(taus.copy()).to(device)
+
+    def _key(self, timestep):
+        """The row key of a timestep (DDPM timesteps are integers)."""
+        return int(timestep.item() if isinstance(timestep, torch.Tensor) else timestep)
+
+    def _eps(self, model_output: torch.Tensor, z: torch.Tensor, alpha, sigma) -> torch.Tensor:
+        return prediction_to_eps(self.config.prediction_type, model_output, z, alpha, sigma)
 
     def _on(self, device, dtype) -> list:
         key = (device, dtype)
@@ -412,7 +424,7 @@ class CosiMultistepScheduler(_VPScheduler):
         if eta is not None and eta != self.config.eta:
             raise ValueError(f"eta={eta} differs from the scheduler's eta={self.config.eta}: the coefficients "
                              "are built for it; set it in the config (CosiMultistepScheduler.from_config(..., eta=))")
-        n = int(timestep.item() if isinstance(timestep, torch.Tensor) else timestep)
+        n = self._key(timestep)
         if n not in self._rows:
             raise ValueError(f"timestep {n} is not one of this scheduler's timesteps {list(self._rows)[:4]}...; "
                              "call set_timesteps first and step through scheduler.timesteps")
@@ -423,7 +435,7 @@ class CosiMultistepScheduler(_VPScheduler):
         dtype = sample.dtype if sample.dtype in (torch.float32, torch.float64) else torch.float32
         row, a, s, x0w = self._on(sample.device, dtype)[i]
         z = sample.to(dtype)
-        eps = prediction_to_eps(self.config.prediction_type, model_output.to(dtype), z, a, s)
+        eps = self._eps(model_output.to(dtype), z, a, s)
         x0 = lin_update(x0w[None], z, eps)
         if row is None:  # the identity last step
             prev = z
@@ -444,3 +456,119 @@ class CosiMultistepScheduler(_VPScheduler):
         if not return_dict:
             return prev, x0
         return CosiSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+
+
+class CosiFlowMatchScheduler(SchedulerMixin, ConfigMixin):
+    """cosi's gddim-2m on rectified flow as a drop-in for diffusers' ``FlowMatchEulerDiscreteScheduler`` in the
+    flow pipelines (StableDiffusion3Pipeline, FluxPipeline, …).
+
+    The process is rectified flow, x_σ = (1 − σ) x₀ + σ ε with σ = t (``cosi.make_process("rf")``, T = 0.999), and
+    the model predicts the velocity v = dx/dσ = ε − x₀, so ε = x + (1 − σ) v (``cosi.core.predictions``, 'flow').
+    ``set_timesteps`` takes FlowMatchEulerDiscreteScheduler's arguments and gives its σ: ``num_inference_steps`` (σ
+    linear from 1 to its σ_min, 1/N shifted under a static shift), or ``sigmas`` (decreasing, in (0, 1]), or ``timesteps`` (σ·N); then the shift σ ← sσ/(1 + (s − 1)σ)
+    with the config's ``shift``, or with ``use_dynamic_shifting`` the pipeline's ``mu``: σ ← e^μ/(e^μ + 1/σ − 1).
+    σ above T is clamped to T. The K calls are ``cosi.sample(v_model, "rf", "gddim-2m", nfe=K, grid=σ,
+    denoise=True)``: K − 1 steps (the first gddim's, then gddim-2m's, x̂₀ linear in ``tau``) and a last call whose
+    step is x̂₀ (σ = 0, where FlowMatchEuler also ends). ``timesteps`` are σ·N, what the pipeline feeds the model.
+    """
+
+    order = 1
+    _compatibles = ["FlowMatchEulerDiscreteScheduler"]
+
+    @register_to_config
+    def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, use_dynamic_shifting: bool = False,
+                 base_shift: float | None = 0.5, max_shift: float | None = 1.15, base_image_seq_len: int | None = 256,
+                 max_image_seq_len: int | None = 4096, tau: Literal["t", "logsnr"] = "t"):
+        from ..core.processes import make_process
+
+        if shift <= 0:
+            raise ValueError(f"shift must be > 0, got {shift}")
+        self.process = make_process("rf")
+        self.plan = None
+        self._rows: dict = {}
+        self._cast = {}
+        self._reg = None
+        self._last = None
+        self.timesteps = None
+        self.num_inference_steps = None
+        self.init_noise_sigma = 1.0
+
+    def _sigmas(self, num_inference_steps, sigmas, mu, timesteps) -> np.ndarray:
+        N = self.config.num_train_timesteps
+        if sigmas is None:
+            if timesteps is not None:
+                sigmas = np.asarray(timesteps, dtype=np.float64) / N
+            else:
+                if not num_inference_steps or num_inference_steps < 1:
+                    raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+                low = 1.0 / N  # FlowMatchEulerDiscreteScheduler's σ_min: the shifted 1/N under a static shift
+                if not self.config.use_dynamic_shifting:
+                    low = self.config.shift * low / (1 + (self.config.shift - 1) * low)
+                sigmas = np.linspace(1.0, low, num_inference_steps)
+        sigmas = np.asarray(sigmas, dtype=np.float64)
+        if self.config.use_dynamic_shifting:
+            if mu is None:
+                raise ValueError("use_dynamic_shifting needs mu in set_timesteps (the pipeline computes it from the "
+                                 "image's sequence length)")
+            sigmas = math.exp(mu) / (math.exp(mu) + (1 / sigmas - 1))
+        else:
+            s = self.config.shift
+            sigmas = s * sigmas / (1 + (s - 1) * sigmas)
+        if sigmas.ndim != 1 or sigmas.size < 1 or not np.all(np.diff(sigmas) < 0) or sigmas[-1] <= 0 or sigmas[0] > 1:
+            raise ValueError("sigmas must be strictly decreasing in (0, 1]; got "
+                             f"{np.array2string(sigmas[:4], precision=4)}...")
+        return sigmas
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device = None,
+                      sigmas: list[float] | None = None, mu: float | None = None,
+                      timesteps: list[float] | None = None):
+        """σ as FlowMatchEulerDiscreteScheduler chooses them, and cosi's float64 gddim-2m plan on their times."""
+        sig = self._sigmas(num_inference_steps, sigmas, mu, timesteps)
+        times = torch.as_tensor(np.minimum(sig, self.process.T), dtype=f64)
+        if times.numel() > 1 and not bool((times[1:] < times[:-1]).all()):
+            raise ValueError(f"after clamping σ to T = {self.process.T}, two timesteps coincide: give sigmas with at "
+                             "most one at or above T")
+        if float(times[-1]) < self.process.t_min:
+            raise ValueError(f"the smallest sigma {float(times[-1]):.3g} is below rectified flow's t_min = "
+                             f"{self.process.t_min}: the last call's x̂₀ is where the run ends")
+        K = int(times.numel())
+        plan = build_plan("gddim-2m", self.process, K, grid=times, denoise=True, tau=self.config.tau)
+        ts = (times * self.config.num_train_timesteps).to(torch.float32)
+        self._load_plan(plan, times, [float(v) for v in ts.tolist()])
+        self.times = times  # float64: the grid cosi.sample runs with the same plan
+        self.num_inference_steps = K
+        self.timesteps = ts.to(device)
+        self.sigmas = torch.cat([times, times.new_zeros(1)]).to(torch.float32)
+
+    def _key(self, timestep):
+        return float(torch.as_tensor(timestep, dtype=torch.float32).flatten()[0].item())
+
+    def _eps(self, model_output: torch.Tensor, z: torch.Tensor, alpha, sigma) -> torch.Tensor:
+        from ..core.predictions import eps_from
+
+        return eps_from("flow", model_output, z, alpha, sigma, -1.0, 1.0)
+
+    def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
+        return sample
+
+    def scale_noise(self, sample: torch.Tensor, timestep, noise: torch.Tensor) -> torch.Tensor:
+        """x_σ = (1 − σ) x₀ + σ ε (image-to-image pipelines)."""
+        sigma = torch.as_tensor(timestep, dtype=torch.float64) / self.config.num_train_timesteps
+        sigma = sigma.to(sample.device).reshape(-1, *[1] * (sample.ndim - 1))
+        return ((1 - sigma) * sample.double() + sigma * noise.double()).to(sample.dtype)
+
+    _load_plan = CosiMultistepScheduler._load_plan
+    _on = CosiMultistepScheduler._on
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, generator=None,
+             return_dict: bool = True, **unused):
+        """One gddim-2m step from ``timestep`` to the next of ``self.timesteps`` (call them in order); the
+        model output is the flow velocity. Returns :class:`CosiSchedulerOutput` or ``(prev_sample,
+        pred_original_sample)``. FlowMatchEuler's ``s_churn`` and friends do not apply (``unused``)."""
+        if self.plan is None:
+            raise ValueError("Number of inference steps is 'None', you need to run 'set_timesteps' after "
+                             "creating the scheduler")
+        return CosiMultistepScheduler.step(self, model_output, timestep, sample, return_dict=return_dict)
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps

@@ -76,7 +76,7 @@ def check(sampler: str, process: str, steps_nfe: int, *, allow_unstable: bool = 
         f"samples leave the data range (|x| > {STABLE_MAX_ABS:g} on the shipped model, or the exact Gaussian "
         f"moments diverge; docs/benchmarks.md, 'Stable ranges'). Give "
         f"nfe >= {edge}, or use a data-prediction sampler at low NFE (gddim-2m, gddim-3m-c), or pass "
-        "allow_unstable=True (CLI: --allow-unstable) to run it anyway")
+        "allow_unstable=True (CLI: --option allow_unstable=true) to run it anyway")
 
 
 __all__ = ["STABLE_MAX_ABS", "MIN_NFE", "min_nfe", "check", "UnstableNFE"]

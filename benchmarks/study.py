@@ -33,6 +33,9 @@ same command continues in the next session where this one stopped):
   frontier   issue 21: accuracy at NFE 4, 5, 6, 8, 10, 15, 20 of the data-prediction samplers on both models
              and of every diffusers peer setting on fmnist-vp (Karras sigmas, lu_lambdas), seeds 0 and 1
   frontier_fd  issue 21: the FD of the same cells (seed 0), and csps-d on the uniform grid (issue 19)
+  autogrid   issue 21: grid="auto" (cosi.tune_grid: 64 probe draws) for gddim-2m and gddim-3m-c at NFE 5, 8, 10
+             on both models, judged on the accuracy stage's 256 held-out draws beside the default grid; the
+             tuning's calls and seconds recorded
 
 The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
 the paper's Table 2 at NFE 50 and 100, their second seeds, the λ curves and the lam=auto check, second
@@ -56,12 +59,13 @@ import torch
 from cosi.evaluation.autolam import FDObjective
 from cosi.evaluation.evaluate import feature_space, reference_images, reference_stats
 from cosi.core.integrators import SAMPLERS
+from cosi.core.sampling import sample as cosi_sample
 from cosi.models.checkpoint import load
 from cosi.evaluation.sweep import make_cells, run_sweep
 
 NFES = [10, 20, 50, 100, 200]
 STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds", "final", "accuracy", "stability", "frontier",
-          "frontier_fd", "project"]
+          "frontier_fd", "autogrid", "project"]
 FINAL_N = 50_000  # the final stage's samples per cell
 NETWORKS = {"nchw": (False, None), "nhwc": (True, None), "nchw+compile": (False, "default"),
             "nhwc+compile": (True, "default")}  # name: (channels-last, torch.compile mode)
@@ -263,6 +267,46 @@ def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: st
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
+def autogrid_stage(out: Path, minutes: float, device: str, n: int, reference: str) -> None:
+    from cosi.api import tune_grid
+    from cosi.evaluation.accuracy import Reference, accuracy, errors, prior_draws, reference_solution
+    from cosi.evaluation.rows import read_rows
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    t0 = time.monotonic()
+    done = {(r["model"], r["sampler"], r["nfe"]) for r in read_rows(out)}
+    ref = Reference.parse(reference)
+    for name in ("fmnist-psld", "fmnist-vp"):
+        model = None
+        for nfe in (10, 5, 8):
+            for s in ("gddim-2m", "gddim-3m-c"):
+                if (name, s, nfe) in done or time.monotonic() - t0 > 60 * minutes:
+                    continue
+                if model is None:
+                    model = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+                p = model.process
+                tuned = tune_grid(model.eps_model, p, s, nfe, model.data_shape, device=model.device)
+                base = accuracy(model, s, nfe, n=n, reference=ref, cache_dir=out.parent / "accuracy_refs", name=name)
+                x_ref = reference_solution(model.eps_model, p, model.data_shape, n, 0, ref, device=model.device,
+                                           cache_dir=out.parent / "accuracy_refs", name=name)["x"]
+                z = prior_draws(p, model.data_shape, n, 0, model.device)
+                x = torch.cat([cosi_sample(model.eps_model, p, s, nfe, z_T=b, grid=tuned["grid"]).x for b in z.split(256)])
+                auto = errors(x, x_ref)
+                row = {"model": name, "sampler": s, "nfe": nfe, "n": n, "reference": str(ref),
+                       "default_rmse": base["rmse"], "default_rmse_median": base["rmse_median"],
+                       "auto_rmse": auto["rmse"], "auto_rmse_median": auto["rmse_median"], "auto_max_abs": auto["max_abs"],
+                       "grid_default": tuned["start"].tolist(), "grid_auto": tuned["grid"].tolist(),
+                       "proxy_start": tuned["proxy_start"], "proxy": tuned["proxy"], "tuning_calls": tuned["calls"],
+                       "tuning_probe": tuned["probe"], "tuning_seconds": tuned["seconds"],
+                       "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
+                with out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"autogrid {name} {s} nfe={nfe}: RMSE {base['rmse']:.3g} -> {auto['rmse']:.3g} "
+                      f"(median {base['rmse_median']:.3g} -> {auto['rmse_median']:.3g}), {tuned['calls']} calls, "
+                      f"{tuned['seconds']:.0f} s", flush=True)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
 def project_plan(nfes=(50, 100)) -> list[tuple[str, str, list[dict]]]:
     """The FD cells of the project stage: the ε-form samplers at the Table-2 NFEs, then lam=auto (by FD)."""
     psld = "fmnist-psld"
@@ -395,7 +439,9 @@ def main() -> None:
         stability_stage(args.out / "stability.jsonl", left(), dev, args.accuracy_n, args.accuracy_reference)
     if "frontier" in stages and left() > 0:
         frontier_stage(args.out / "frontier.jsonl", left(), dev, args.accuracy_n, args.accuracy_reference)
-    stages = [s for s in stages if s not in ("network", "speed", "accuracy", "stability", "frontier")]
+    if "autogrid" in stages and left() > 0:
+        autogrid_stage(args.out / "autogrid.jsonl", left(), dev, args.accuracy_n, args.accuracy_reference)
+    stages = [s for s in stages if s not in ("network", "speed", "accuracy", "stability", "frontier", "autogrid")]
     if not stages or left() <= 0:
         print(f"study: {(time.monotonic() - t0) / 60:.1f} min on {hw}", flush=True)
         return

@@ -11,9 +11,9 @@ sampling) imports nothing above it; ``cosi.models``, ``cosi.evaluation``, ``cosi
 ``cosi.cli`` sit on top in that order, and ``cosi.api`` is the facade this package exports.
 """
 
-from .api import SampleResult, as_eps_model, from_denoiser, load_model, nearest_nfe, sample, samplers, tune_lambda
+from .api import SampleResult, as_eps_model, from_denoiser, load_model, nearest_nfe, sample, samplers, tune_lambda, tune_grid
 from .core.processes import LinearProcess, cld, edm, make_process, psld, rf, vp
 
-__all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda", "LinearProcess",
+__all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda", "tune_grid", "LinearProcess",
            "make_process", "vp", "cld", "psld", "edm", "rf", "as_eps_model", "from_denoiser"]
 __version__ = "0.1.0"

@@ -21,8 +21,8 @@ from .evaluation import peers
 
 peers.register()  # the diffusers peers become samplers by name (they live above the core)
 
-__all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda", "as_eps_model",
-           "from_denoiser"]
+__all__ = ["sample", "samplers", "SampleResult", "load_model", "nearest_nfe", "tune_lambda", "tune_grid",
+           "as_eps_model", "from_denoiser"]
 
 
 def tune_lambda(eps_model: Callable, process, sampler: str, nfe: int, data_shape, *, objective=None,
@@ -35,27 +35,49 @@ def tune_lambda(eps_model: Callable, process, sampler: str, nfe: int, data_shape
     return choose_lambda(eps_model, make_process(process), sampler, nfe, data_shape, objective=objective, **options)
 
 
+def tune_grid(eps_model: Callable, process, sampler: str, nfe: int, data_shape, **options) -> dict:
+    """The N times of ``sampler``'s grid at ``nfe`` tuned for this model by the accuracy proxy
+    (:mod:`cosi.evaluation.autogrid`). Returns the search's record: {"grid", "start", "proxy", "proxy_start",
+    "calls", "probe", "reference", "seconds", "search"}."""
+    from .evaluation.autogrid import choose_grid
+
+    return choose_grid(eps_model, make_process(process), sampler, nfe, data_shape, **options)
+
+
 def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape=None, generator=None, *,
            lam_objective=None, **kw) -> SampleResult:
-    """:func:`cosi.core.sampling.sample` (its arguments and exact-NFE contract), and ``lam="auto"``:
-    λ picked by :func:`tune_lambda` on a fixed probe of prior draws (by ``lam_objective`` or, without
-    one, the accuracy proxy) before sampling. The search's calls are reported in ``result.tuning["calls"]``,
-    apart from ``result.nfe``, which counts the calls made on this batch."""
+    """:func:`cosi.core.sampling.sample` (its arguments and exact-NFE contract), and two searches on a fixed
+    probe of prior draws before sampling: ``lam="auto"``, λ picked by :func:`tune_lambda` (by
+    ``lam_objective`` or, without one, the accuracy proxy), and ``grid="auto"``, the times picked by
+    :func:`tune_grid` (after λ). The searches' records are ``result.tuning`` (λ's, or with ``grid="auto"``
+    {"lam": ..., "grid": ...}); their calls are apart from ``result.nfe``, which counts the calls made on
+    this batch."""
     process = make_process(process) if isinstance(process, str) else process
     tuning = None
-    if kw.get("lam") == "auto":
-        from .evaluation.autolam import resolve
-
+    auto_lam, auto_grid = kw.get("lam") == "auto", isinstance(kw.get("grid"), str) and kw["grid"] == "auto"
+    if auto_lam or auto_grid:
         if not isinstance(process, LinearProcess):
             raise TypeError(f"process must be a LinearProcess or a name, got {process!r}")
         if z_T is None and shape is None:
             raise ValueError("give z_T (the initial state) or shape (the data shape, e.g. (B, C, H, W))")
         state = z_T.shape if z_T is not None else process.state_shape(tuple(shape))
         data_shape = (state[1] // process.k, *state[2:])
-        own = {k: v for k, v in kw.items() if k not in ("device", "dtype", "progress", "callback", "noise", "graph")}
-        resolved, tuning = resolve(eps_model, process, sampler, nfe, data_shape, own, objective=lam_objective,
-                                   device=z_T.device if z_T is not None else kw.get("device"))
+        device = z_T.device if z_T is not None else kw.get("device")
+        own = lambda: {k: v for k, v in kw.items()  # noqa: E731
+                       if k not in ("device", "dtype", "progress", "callback", "noise", "graph")}
+    if auto_lam:
+        from .evaluation.autolam import resolve
+
+        lam_own = {k: v for k, v in own().items() if not (k == "grid" and auto_grid)}
+        resolved, tuning = resolve(eps_model, process, sampler, nfe, data_shape, lam_own, objective=lam_objective,
+                                   device=device)
         kw = {**kw, "lam": resolved["lam"]}
+    if auto_grid:
+        from .evaluation.autogrid import resolve as resolve_grid
+
+        resolved, grid_tuning = resolve_grid(eps_model, process, sampler, nfe, data_shape, own(), device=device)
+        kw = {**kw, "grid": resolved["grid"]}
+        tuning = {"lam": tuning, "grid": grid_tuning} if auto_lam else grid_tuning
     res = core_sample(eps_model, process, sampler, nfe, z_T, shape, generator, **kw)
     res.tuning = tuning
     return res

@@ -34,6 +34,18 @@ def oracle_case(process, d=8, n=16, seed=0, components=4):
     return gmm, z_T, reference_solution(gmm, process, z_T)
 
 
+def oracle_order(process, sampler, nfes, **options) -> tuple[float, list[float]]:
+    """The convergence order of ``sampler`` on the oracle (median per-sample RMSE of the whole state against the
+    reference ODE endpoint, over ``nfes``), and the errors."""
+    import cosi
+    from cosi.evaluation.distances import convergence_order
+
+    gmm, z_T, ref = oracle_case(process)
+    errs = [float(((cosi.sample(gmm.eps_model(process), process, sampler, n, z_T=z_T, **options).z - ref) ** 2)
+                  .flatten(1).mean(1).sqrt().median()) for n in nfes]
+    return convergence_order(list(nfes), errs), errs
+
+
 def mmd_and_floor(process, sampler, nfe, **options):
     """A stochastic sampler's MMD to exact samples of x at t_min (400 samples of a small mixture,
     fixed seeds) with the metrics' floor: distribution_metrics' dict."""

@@ -7,11 +7,10 @@ import torch
 import cosi
 from cosi.core.grids import time_grid
 from cosi.core.integrators.gddim import gddim, whitened_flow
-from cosi.evaluation.distances import convergence_order
 from cosi.evaluation.oracle import GaussianMixture
 from cosi.core.processes import f64
 
-from conftest import mmd_and_floor, oracle_case
+from conftest import mmd_and_floor, oracle_order
 
 
 def song_ddim(p, ts, eta):
@@ -85,11 +84,7 @@ def test_whitened_flow_is_a_rotation_at_eta_zero_and_converges_at_fourth_order(p
                                                 ("gddim-2m", (50, 100, 200), 1.7, 2.5)])
 def test_converges_to_the_probability_flow_solution_at_its_order(pname, sampler, nfes, lo, hi):
     """gddim at first order, gddim-2m at second order."""
-    p = cosi.make_process(pname)
-    gmm, z_T, ref = oracle_case(p)
-    errs = [float(((cosi.sample(gmm.eps_model(p), p, sampler, n, z_T=z_T).z - ref) ** 2).flatten(1).mean(1)
-                  .sqrt().median()) for n in nfes]
-    order = convergence_order(list(nfes), errs)
+    order, errs = oracle_order(cosi.make_process(pname), sampler, nfes)
     assert lo < order < hi, (errs, order)
 
 

@@ -11,10 +11,9 @@ from cosi.core.grids import time_grid
 from cosi.core.integrators import build_plan
 from cosi.core.integrators.multistep import multistep_plan
 from cosi.core.processes import f64
-from cosi.evaluation.distances import convergence_order
 from cosi.evaluation.oracle import GaussianMixture
 
-from conftest import oracle_case
+from conftest import oracle_case, oracle_order
 from test_gddim import point_mass_eps
 
 
@@ -121,9 +120,5 @@ ORDERS = [("gddim-3m", (20, 40, 80), 2.6, 3.6), ("gddim-2m-c", (20, 40, 80), 2.6
 @pytest.mark.parametrize("sampler,nfes,lo,hi", ORDERS)
 def test_converges_to_the_probability_flow_solution_at_its_order(pname, sampler, nfes, lo, hi):
     """gddim-3m and gddim-2m-c at third order, gddim-3m-c at fourth (the corrector adds one)."""
-    p = cosi.make_process(pname)
-    gmm, z_T, ref = oracle_case(p)
-    errs = [float(((cosi.sample(gmm.eps_model(p), p, sampler, n, z_T=z_T).z - ref) ** 2).flatten(1).mean(1)
-                  .sqrt().median()) for n in nfes]
-    order = convergence_order(list(nfes), errs)
+    order, errs = oracle_order(cosi.make_process(pname), sampler, nfes)
     assert lo < order < hi, (errs, order)

@@ -1,7 +1,6 @@
 """The measured stable ranges (cosi.core.integrators.stability): refusals below them, the override, and the table
 against its measurements and against exact Gaussian moments."""
 
-import json
 import subprocess
 import sys
 import warnings

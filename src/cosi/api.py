@@ -45,13 +45,18 @@ def tune_grid(eps_model: Callable, process, sampler: str, nfe: int, data_shape, 
 
 
 def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape=None, generator=None, *,
-           lam_objective=None, **kw) -> SampleResult:
+           lam_objective=None, warm_start=None, skip="auto", **kw) -> SampleResult:
     """:func:`cosi.core.sampling.sample` (its arguments and exact-NFE contract), and two searches on a fixed
     probe of prior draws before sampling: ``lam="auto"``, λ picked by :func:`tune_lambda` (by
     ``lam_objective`` or, without one, the accuracy proxy), and ``grid="auto"``, the times picked by
     :func:`tune_grid` (after λ). The searches' records are ``result.tuning`` (λ's, or with ``grid="auto"``
     {"lam": ..., "grid": ...}); their calls are apart from ``result.nfe``, which counts the calls made on
-    this batch."""
+    this batch.
+
+    ``warm_start``: a :class:`cosi.evaluation.warmstart.GaussianStats` of the data; the trajectory from T to
+    t_skip is then the closed-form flow of that Gaussian (no network call) and the sampler's ``nfe`` calls all
+    go to [t_min, t_skip]. ``skip``: the fraction of the log-SNR range skipped, or "auto" (chosen by accuracy on
+    a probe, :func:`cosi.evaluation.warmstart.choose_skip`; its record joins ``result.tuning``)."""
     process = make_process(process) if isinstance(process, str) else process
     tuning = None
     auto_lam, auto_grid = kw.get("lam") == "auto", isinstance(kw.get("grid"), str) and kw["grid"] == "auto"
@@ -78,8 +83,35 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape
         resolved, grid_tuning = resolve_grid(eps_model, process, sampler, nfe, data_shape, own(), device=device)
         kw = {**kw, "grid": resolved["grid"]}
         tuning = {"lam": tuning, "grid": grid_tuning} if auto_lam else grid_tuning
+    if warm_start is not None:
+        return _warm_started(eps_model, process, sampler, nfe, z_T, shape, generator, warm_start, skip, tuning, kw)
     res = core_sample(eps_model, process, sampler, nfe, z_T, shape, generator, **kw)
     res.tuning = tuning
+    return res
+
+
+def _warm_started(eps_model, process, sampler, nfe, z_T, shape, generator, stats, skip, tuning, kw) -> SampleResult:
+    from .evaluation.warmstart import choose_skip, sample_from_skip
+
+    if isinstance(kw.get("grid"), str) and kw["grid"] == "auto" or not (kw.get("grid") is None
+                                                                         or isinstance(kw["grid"], str)):
+        raise ValueError("warm_start lays the sampler's grid kind on [t_min, t_skip]: give grid as a name "
+                         "('quadratic', 'logsnr', ...) or leave it out, not times or 'auto'")
+    if kw.get("graph") or kw.get("callback") is not None:
+        raise ValueError("warm_start runs eagerly and without a callback")
+    if z_T is None:
+        if shape is None:
+            raise ValueError("give z_T (the initial state) or shape (the data shape, e.g. (B, C, H, W))")
+        dev = generator.device if generator is not None else kw.get("device")
+        z_T = process.prior_sample(process.state_shape(tuple(shape)), generator=generator, device=dev,
+                                   dtype=kw.get("dtype", torch.float32))
+    opts = {k: v for k, v in kw.items() if k not in ("device", "dtype", "progress")}
+    record = None
+    if skip == "auto":
+        record = choose_skip(eps_model, process, sampler, nfe, stats, device=z_T.device, **opts)
+        skip = record["v"]
+    res = sample_from_skip(eps_model, process, sampler, nfe, z_T, stats, float(skip), generator=generator, **opts)
+    res.tuning = {"lam": tuning, "skip": record} if tuning is not None else record
     return res
 
 

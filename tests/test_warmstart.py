@@ -59,7 +59,7 @@ def test_the_flow_is_the_ode_solution_of_the_gaussian_in_the_original_coordinate
 
 def test_statistics_from_data_and_their_file(tmp_path):
     stats = gaussian(d=4)
-    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
     cov = stats.eigvecs @ torch.diag(stats.eigvals) @ stats.eigvecs.T
     x = torch.distributions.MultivariateNormal(stats.mean, cov).sample((40000,)).reshape(40000, 2, 2)
     fit = GaussianStats.from_data(x.float(), batch=7000)
@@ -70,7 +70,6 @@ def test_statistics_from_data_and_their_file(tmp_path):
     fit.save(tmp_path / "s.safetensors")
     back = GaussianStats.load(tmp_path / "s.safetensors")
     assert torch.equal(back.eigvecs, fit.eigvecs) and back.shape == (2, 2)
-    del g
 
 
 def test_sample_with_a_warm_start_spends_its_calls_after_t_skip_and_is_exact_for_gaussian_data():

@@ -70,6 +70,10 @@ class GaussianStats:
         lam, U = torch.linalg.eigh(0.5 * (cov + cov.T))
         return cls(mean, lam.clamp_min(0.0), U, shape)
 
+    def fingerprint(self) -> tuple:
+        """What identifies the statistics in a cache key (a new fit of other data differs here)."""
+        return (self.shape, float(self.mean.sum()), float(self.eigvals.sum()), float(self.eigvecs[:, -1].abs().sum()))
+
     def save(self, path) -> None:
         from safetensors.torch import save_file
 
@@ -129,7 +133,7 @@ def choose_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, stats
     """The skip fraction v (from ``skips``) of lowest probe RMSE; {"v", "t_skip", "proxy": v -> RMSE, "calls",
     "probe", "reference", "seconds"}. Cached per model while it lives."""
     key = (*model_key(eps_model), process.key, sampler, nfe, str(grid), tuple(skips),
-           tuple(sorted((k, str(v)) for k, v in options.items())), id(stats))
+           tuple(sorted((k, str(v)) for k, v in options.items())), stats.fingerprint())
     hit = _CACHE.get(eps_model, key)
     if hit is not None:
         return hit

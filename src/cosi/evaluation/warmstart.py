@@ -40,7 +40,7 @@ from .cache import ModelCache, model_key
 from .moments import gaussian_eps_model
 
 FLOW_STEPS = 64  # gddim-3m-c steps of the Gaussian flow from T to t_skip (order 4: converged to ~1e-7 here)
-SKIPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)  # fractions of the log-SNR range tried by choose_skip
+SKIPS = tuple(round(0.05 * i, 2) for i in range(11))  # fractions of the log-SNR range tried: 0, 0.05, …, 0.5
 _CACHE = ModelCache(64)
 
 

@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="append JSON rows here")
     args = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # as the accuracy stage
     m = cosi.load_model(args.model, device=dev)
     t0 = time.perf_counter()
     x = load_fashion_mnist(args.data_dir, "train").images

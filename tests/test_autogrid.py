@@ -53,3 +53,27 @@ def test_a_peer_run_by_diffusers_is_refused():
     pytest.importorskip("diffusers")
     with pytest.raises(ValueError, match="takes its own timesteps"):
         cosi.tune_grid(eps, p, "dpm-solver++", 5, (8,))
+
+
+def test_cosi_sample_with_grid_auto_on_a_saved_model(tmp_path):
+    """The CLI tunes the times for the model, writes them in the folder's manifest, and a second run with the same
+    settings finds the folder complete (the tuning is deterministic)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cosi.cli.app import app
+    from cosi.models.checkpoint import save_model
+    from test_checkpoint import tiny_model
+
+    _, net, config = tiny_model()
+    save_model(tmp_path / "m", net, config)
+    args = ["sample", "-m", str(tmp_path / "m"), "-s", "gddim-2m", "--nfe", "3", "--n", "4", "--grid", "auto",
+            "--out", str(tmp_path / "out"), "--device", "cpu"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "grid=auto: RMSE on the probe" in r.output
+    grid = json.loads((tmp_path / "out" / "images" / "manifest.json").read_text())["options"]["grid"]
+    assert isinstance(grid, list) and len(grid) == 4
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output

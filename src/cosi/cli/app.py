@@ -96,7 +96,7 @@ LamAutoOpt = typer.Option(None, "--lam", help="lambda of lambda-ddim / conjugate
 LargeNfeOpt = typer.Option(False, "--allow-large-nfe", help=f"allow --nfe above {validate.NFE_CAP}")
 EtaOpt = typer.Option(None, "--eta", help="noise scale of stochastic samplers")
 OptionOpt = typer.Option(None, "--option", "-o", help="extra sampler option key=value (repeatable)")
-GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm, flow-shift (default: the sampler's)")
+GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm, flow-shift, or auto (tuned for the model by accuracy on a probe; default: the sampler's)")
 
 
 @app.command()
@@ -290,6 +290,16 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
             opts = {**opts, "lam": resolved["lam"]}
             if not quiet:
                 typer.echo(_tuning_line(tuning, nfe))
+        if isinstance(grid, str) and grid == "auto":  # the times tuned for this model (deterministic: a resumed
+            from ..evaluation.autogrid import choose_grid  # run tunes the same times and continues the folder)
+
+            own = {k: v for k, v in opts.items() if k != "graph"}
+            found = choose_grid(m.eps_model, m.process, sampler, nfe, m.data_shape, denoise=denoise, device=m.device,
+                                **own)
+            grid = [round(float(t), 12) for t in found["grid"]]
+            if not quiet:
+                typer.echo(f"grid=auto: RMSE on the probe {found['proxy_start']:.3g} -> {found['proxy']:.3g} "
+                           f"({found['calls']} calls on {found['probe']} draws, {found['seconds']:.0f} s)")
         generate_folder(m, out / "images", sampler, nfe, n, batch_size=batch_size, seed=seed, describe=describe,
                         progress=not quiet, grid=grid, denoise=denoise, **opts)
     except (ValueError, TypeError, NotImplementedError) as e:

@@ -100,3 +100,35 @@ def test_skip_auto_chooses_from_the_candidates_and_records_the_search():
     assert rec["v"] > 0  # on Gaussian data the closed form beats 5 calls over the whole trajectory
     with pytest.raises(ValueError, match="grid kind"):
         cosi.sample(eps, p, "gddim-2m", 5, z_T=z, warm_start=stats, grid="auto")
+
+
+def test_cosi_sample_warm_start_from_the_shipped_statistics(tmp_path):
+    """`cosi sample -m fmnist-vp --warm-start shipped`: the statistics shipped for the model's dataset, t_skip chosen
+    on a probe and written into the folder's manifest with the times from t_skip; a resumed run continues."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import cosi.evaluation.warmstart as ws
+    from cosi.cli.app import app
+
+    stats = GaussianStats.shipped("fashion-mnist-train")
+    assert stats.shape == (1, 28, 28) and stats.eigvals.min() >= 0
+    assert (stats.eigvecs.T @ stats.eigvecs - torch.eye(784, dtype=f64)).abs().max() < 1e-6
+    old = ws.PROBE, ws.reference
+    ws.PROBE, ws.reference = 2, (lambda process, nfe: ("gddim-2m", 8))  # a tiny search: this checks the plumbing
+    try:
+        args = ["sample", "-m", "fmnist-vp", "-s", "gddim-2m", "--nfe", "4", "--n", "2", "--warm-start", "shipped",
+                "--out", str(tmp_path / "o"), "--device", "cpu"]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.output
+        assert "warm start (shipped:fashion-mnist-train): t_skip" in r.output
+        man = json.loads((tmp_path / "o" / "images" / "manifest.json").read_text())
+        assert (man.get("warm_start") is None) == ("(skip 0 of" in r.output)  # the manifest says what was chosen
+        if man.get("warm_start"):  # a skip was chosen: the grid starts at t_skip
+            assert man["options"]["grid"][0] < cosi.make_process("vp").T
+        assert CliRunner().invoke(app, args).exit_code == 0
+    finally:
+        ws.PROBE, ws.reference = old
+    bad = CliRunner().invoke(app, ["sample", "-p", "vp", "--warm-start", "shipped", "--out", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "applies to a model" in bad.output

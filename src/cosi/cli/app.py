@@ -132,6 +132,10 @@ def sample(
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("out/sample"), "--out", help="output folder"),
     allow_large_nfe: bool = LargeNfeOpt,
+    warm_start: Optional[str] = typer.Option(None, "--warm-start", help="a model: start from the exact flow of a "
+                                             "Gaussian fit to the data at t_skip (chosen by accuracy on a probe); "
+                                             "'shipped' (the statistics shipped for the model's dataset) or a "
+                                             ".safetensors file of GaussianStats"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Draw samples from a model (--model, or --checkpoint with --preset) into OUT/images/ (one PNG
@@ -146,14 +150,16 @@ def sample(
     if model is not None or checkpoint is not None or preset is not None:
         validate.out_dir(out / "images")
         _sample_from_model(model, checkpoint, preset, raw_weights, trust_pickle, device, dtype, compile, graph,
-                           sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet, opts)
+                           sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet, opts, warm_start)
     else:
+        if warm_start is not None:
+            _fail("--warm-start applies to a model (--model or --checkpoint)")
         _sample_from_oracle(process, data, d, sampler, nfe, n, grid, denoise, seed, out, quiet, opts)
 
 
 def _sample_from_model(model, checkpoint, preset, raw_weights: bool, trust_pickle: bool, device: str, dtype: str,
                        compile: bool, graph: bool, sampler: str, nfe: int, n: int, batch_size: int, grid,
-                       denoise: bool, seed: int, out: Path, quiet: bool, opts: dict) -> None:
+                       denoise: bool, seed: int, out: Path, quiet: bool, opts: dict, warm_start=None) -> None:
     """`cosi sample --model/--checkpoint`: load, speed up, and write PNGs (on every torchrun rank)."""
     import torch.distributed as dist
 
@@ -164,7 +170,7 @@ def _sample_from_model(model, checkpoint, preset, raw_weights: bool, trust_pickl
     _speed_up(m, compile, graph)
     try:
         _sample_model(m, describe, sampler, nfe, n, batch_size, grid, denoise, seed, out, quiet,
-                      dict(opts, graph=graph))
+                      dict(opts, graph=graph), warm_start)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -273,8 +279,8 @@ def _tuning_line(tuning: dict, nfe: int) -> str:
 
 
 def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size: int, grid, denoise: bool,
-                  seed: int, out: Path, quiet: bool, opts: dict) -> None:
-    """``opts``: the sampler's options and ``graph``."""
+                  seed: int, out: Path, quiet: bool, opts: dict, warm_start: str | None = None) -> None:
+    """``opts``: the sampler's options and ``graph``; ``warm_start``: 'shipped' or a GaussianStats file."""
     from ..data import load_image_folder
     from ..evaluation.generate import generate_folder
     from ..evaluation.viz import save_image_grid
@@ -300,8 +306,11 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
             if not quiet:
                 typer.echo(f"grid=auto: RMSE on the probe {found['proxy_start']:.3g} -> {found['proxy']:.3g} "
                            f"({found['calls']} calls on {found['probe']} draws, {found['seconds']:.0f} s)")
+        warm = None
+        if warm_start is not None:
+            grid, warm = _warm_start(m, warm_start, sampler, nfe, grid, denoise, opts, quiet)
         generate_folder(m, out / "images", sampler, nfe, n, batch_size=batch_size, seed=seed, describe=describe,
-                        progress=not quiet, grid=grid, denoise=denoise, **opts)
+                        progress=not quiet, grid=grid, denoise=denoise, warm_start=warm, **opts)
     except (ValueError, TypeError, NotImplementedError) as e:
         _fail(str(e))
     secs = time.perf_counter() - t0
@@ -315,6 +324,33 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
         what = describe.get("model") or describe.get("preset")
         typer.echo(f"{what} ({m.process.name}) / {sampler} / NFE {nfe}: {n} samples in {secs:.1f} s on {m.device} "
                    f"-> {out / 'images'}/, grid {pic}")
+
+
+def _warm_start(m, which: str, sampler: str, nfe: int, grid, denoise: bool, opts: dict, quiet: bool):
+    """(the grid's times from t_skip, (GaussianStats, its manifest entry)) for ``cosi sample --warm-start``."""
+    from ..evaluation.warmstart import GaussianStats, choose_skip, skip_grid
+
+    if isinstance(grid, (list, tuple)) or grid == "auto":
+        raise ValueError("--warm-start lays the sampler's grid kind on [t_min, t_skip]: give --grid as a name "
+                         "(uniform, quadratic, logsnr, ...) or leave it out")
+    if which == "shipped":
+        dataset = m.config.get("dataset")
+        if not dataset:
+            raise ValueError("this model's config names no dataset: give --warm-start FILE.safetensors")
+        stats, name = GaussianStats.shipped(dataset), f"shipped:{dataset}"
+    else:
+        stats, name = GaussianStats.load(which), str(which)
+    own = {k: v for k, v in opts.items() if k != "graph"}
+    found = choose_skip(m.eps_model, m.process, sampler, nfe, stats, grid=grid, device=m.device, denoise=denoise,
+                        **own)
+    if not quiet:
+        typer.echo(f"warm start ({name}): t_skip = {found['t_skip']:.4g} (skip {found['v']:g} of the log-SNR range; "
+                   f"probe RMSE {found['proxy'][0.0]:.3g} from T -> {found['proxy'][found['v']]:.3g}; "
+                   f"{found['calls']} calls on {found['probe']} draws, {found['seconds']:.0f} s)")
+    if found["v"] <= 0:
+        return grid, None
+    times = skip_grid(m.process, sampler, nfe, found["v"], grid, denoise)
+    return [round(float(t), 12) for t in times], (stats, {"stats": name, "skip": found["v"]})
 
 
 @app.command("eval")

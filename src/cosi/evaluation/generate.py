@@ -34,11 +34,17 @@ from ..core.noise import CounterNoise, sample_keys
 
 
 def sample_range(model, sampler: str, nfe: int, start: int, count: int, *, seed: int = 0, device=None,
-                 graph: bool = False, **options) -> Tensor:
-    """The data blocks of samples start .. start+count−1 of ``model`` (a DiffusionModel)."""
+                 graph: bool = False, warm_start=None, **options) -> Tensor:
+    """The data blocks of samples start .. start+count−1 of ``model`` (a DiffusionModel). ``warm_start``: a
+    :class:`cosi.evaluation.warmstart.GaussianStats`; the prior draws are then moved by its exact flow to the
+    first time of ``options["grid"]`` (t_skip) before the sampler runs."""
     device = torch.device(device or model.device)
     keys = sample_keys(seed, torch.arange(start, start + count, device=device))
     z_T = model.process.prior_sample(model.process.state_shape((count, *model.data_shape)), keys=keys)
+    if warm_start is not None:
+        from .warmstart import gaussian_flow
+
+        z_T = gaussian_flow(warm_start, model.process, z_T, float(options["grid"][0]))
     noise = CounterNoise(keys, fused=graph)
     return sample(model.eps_model, model.process, sampler, nfe, z_T=z_T, noise=noise, graph=graph, **options).x
 
@@ -96,13 +102,15 @@ def _barrier() -> None:
 
 
 def generate_folder(model, out, sampler: str, nfe: int, n: int, *, batch_size: int = 256, seed: int = 0,
-                    describe: dict | None = None, progress: bool = True, graph: bool = False, **options) -> dict:
+                    describe: dict | None = None, progress: bool = True, graph: bool = False, warm_start=None,
+                    **options) -> dict:
     """Write samples 0 .. n−1 as ``out/<index:06d>.png``; returns the manifest.
 
     ``describe``: what the model is (written to the manifest and checked on resume). Under
     torch.distributed each rank writes its share of the batches. Everything is checked (counts, the
     sampler, its options and NFE) before the first file is written, so a refused run leaves ``out`` as
-    it found it; stale ``*.png.tmp`` files of a killed run are removed."""
+    it found it; stale ``*.png.tmp`` files of a killed run are removed. ``warm_start``: (GaussianStats, what
+    names them for the manifest), with ``options["grid"]`` the times from t_skip (``warmstart.skip_grid``)."""
     out = Path(out)
     rank, world = _rank_world()
     for value, what in ((n, "n"), (batch_size, "batch_size")):
@@ -111,8 +119,12 @@ def generate_folder(model, out, sampler: str, nfe: int, n: int, *, batch_size: i
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder — choose another output folder")
     check(model.process, sampler, nfe, **options)
+    if warm_start is not None and not isinstance(options.get("grid"), (list, tuple)):
+        raise ValueError("a warm start needs the grid's times from t_skip (cosi.evaluation.warmstart.skip_grid)")
     manifest = {"format": "cosi-samples", "model": describe or {}, "sampler": sampler, "nfe": nfe,
                 "options": options, "seed": seed, "data_shape": list(model.data_shape)}
+    if warm_start is not None:
+        manifest["warm_start"] = warm_start[1]
     path = out / "manifest.json"
     old = json.loads(path.read_text()) if path.is_file() else None
     if old is not None:
@@ -146,7 +158,8 @@ def generate_folder(model, out, sampler: str, nfe: int, n: int, *, batch_size: i
             if shown and not graph:
                 hook["callback"] = lambda info, c=count, d=done: bar.update(d + c * info["calls"] / max(nfe, 1)
                                                                             - bar.n)
-            x = sample_range(model, sampler, nfe, start, count, seed=seed, graph=graph, **options, **hook)
+            x = sample_range(model, sampler, nfe, start, count, seed=seed, graph=graph,
+                             warm_start=None if warm_start is None else warm_start[0], **options, **hook)
             for p, img in zip(names, to_uint8(x)):
                 _write_png(p, img)
         bar.update(done + count - bar.n)

@@ -74,18 +74,34 @@ class GaussianStats:
         """What identifies the statistics in a cache key (a new fit of other data differs here)."""
         return (self.shape, float(self.mean.sum()), float(self.eigvals.sum()), float(self.eigvecs[:, -1].abs().sum()))
 
-    def save(self, path) -> None:
+    def save(self, path, eigvecs_dtype=f64) -> None:
+        """As safetensors; ``eigvecs_dtype=torch.float32`` halves the file (orthogonal to ~1e-7)."""
         from safetensors.torch import save_file
 
-        save_file({"mean": self.mean, "eigvals": self.eigvals, "eigvecs": self.eigvecs.contiguous(),
+        save_file({"mean": self.mean, "eigvals": self.eigvals, "eigvecs": self.eigvecs.to(eigvecs_dtype).contiguous(),
                    "shape": torch.tensor(self.shape)}, str(path))
 
     @classmethod
     def load(cls, path) -> "GaussianStats":
         from safetensors.torch import load_file
 
-        t = load_file(str(Path(path)))
-        return cls(t["mean"], t["eigvals"], t["eigvecs"], tuple(int(v) for v in t["shape"].tolist()))
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"no Gaussian statistics at {path}: compute them with GaussianStats.from_data(x).save(path)")
+        t = load_file(str(path))
+        return cls(t["mean"].to(f64), t["eigvals"].to(f64), t["eigvecs"].to(f64),
+                   tuple(int(v) for v in t["shape"].tolist()))
+
+    @classmethod
+    def shipped(cls, dataset: str) -> "GaussianStats":
+        """The statistics shipped beside cosi's models for ``dataset`` (a model config's "dataset")."""
+        from ..models.checkpoint import WEIGHTS_DIR
+
+        path = WEIGHTS_DIR / f"{dataset}.gauss.safetensors"
+        if not path.is_file():
+            raise ValueError(f"no Gaussian statistics are shipped for dataset {dataset!r}; give a file made by "
+                             "GaussianStats.from_data(x).save(path)")
+        return cls.load(path)
 
 
 def skip_time(process: LinearProcess, v: float) -> float:
@@ -112,19 +128,22 @@ def gaussian_flow(stats: GaussianStats, process: LinearProcess, z_T: Tensor, t_s
     return out.reshape(z_T.shape).to(z_T.dtype)
 
 
+def skip_grid(process: LinearProcess, sampler: str, nfe: int, v: float, grid=None, denoise: bool = False):
+    """The sampler's grid kind (``grid``, default its own) laid on [t_min, t_skip] for exactly ``nfe`` calls."""
+    from ..core.integrators import get_sampler
+
+    kind = grid if isinstance(grid, str) else get_sampler(sampler).grid(process)
+    return time_grid(process, grid_steps(sampler, process, nfe, denoise), kind, T=skip_time(process, v))
+
+
 def sample_from_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, z_T: Tensor, stats: GaussianStats,
                      v: float, grid=None, **options):
     """``sampler`` with ``nfe`` calls from the Gaussian flow's state at the skip fraction ``v``: its grid
     (``grid``: a kind, default the sampler's own) laid on [t_min, t_skip]."""
-    from ..core.integrators import get_sampler
-
     if v <= 0:
         return sample(eps_model, process, sampler, nfe, z_T=z_T, grid=grid, **options)
-    t_skip = skip_time(process, v)
-    kind = grid if isinstance(grid, str) else get_sampler(sampler).grid(process)
-    steps = grid_steps(sampler, process, nfe, options.get("denoise", False))
-    ts = time_grid(process, steps, kind, T=t_skip)
-    return sample(eps_model, process, sampler, nfe, z_T=gaussian_flow(stats, process, z_T, t_skip), grid=ts,
+    ts = skip_grid(process, sampler, nfe, v, grid, options.get("denoise", False))
+    return sample(eps_model, process, sampler, nfe, z_T=gaussian_flow(stats, process, z_T, float(ts[0])), grid=ts,
                   **options)
 
 
@@ -155,4 +174,5 @@ def choose_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, stats
     return out
 
 
-__all__ = ["GaussianStats", "gaussian_flow", "sample_from_skip", "choose_skip", "skip_time", "SKIPS", "FLOW_STEPS"]
+__all__ = ["GaussianStats", "gaussian_flow", "sample_from_skip", "choose_skip", "skip_time", "skip_grid", "SKIPS",
+           "FLOW_STEPS"]

@@ -96,7 +96,8 @@ LamAutoOpt = typer.Option(None, "--lam", help="lambda of lambda-ddim / conjugate
 LargeNfeOpt = typer.Option(False, "--allow-large-nfe", help=f"allow --nfe above {validate.NFE_CAP}")
 EtaOpt = typer.Option(None, "--eta", help="noise scale of stochastic samplers")
 OptionOpt = typer.Option(None, "--option", "-o", help="extra sampler option key=value (repeatable)")
-GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm, flow-shift, or auto (tuned for the model by accuracy on a probe; default: the sampler's)")
+GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm, flow-shift, or auto (tuned for the "
+                       "model by accuracy on a probe); default: the sampler's")
 
 
 @app.command()
@@ -328,7 +329,7 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
 
 def _warm_start(m, which: str, sampler: str, nfe: int, grid, denoise: bool, opts: dict, quiet: bool):
     """(the grid's times from t_skip, (GaussianStats, its manifest entry)) for ``cosi sample --warm-start``."""
-    from ..evaluation.warmstart import GaussianStats, choose_skip, skip_grid
+    from ..evaluation.warmstart import GaussianStats, choose_skip, gaussian_flow, skip_grid
 
     if isinstance(grid, (list, tuple)) or grid == "auto":
         raise ValueError("--warm-start lays the sampler's grid kind on [t_min, t_skip]: give --grid as a name "
@@ -349,8 +350,9 @@ def _warm_start(m, which: str, sampler: str, nfe: int, grid, denoise: bool, opts
                    f"{found['calls']} calls on {found['probe']} draws, {found['seconds']:.0f} s)")
     if found["v"] <= 0:
         return grid, None
-    times = skip_grid(m.process, sampler, nfe, found["v"], grid, denoise)
-    return [round(float(t), 12) for t in times], (stats, {"stats": name, "skip": found["v"]})
+    times = [round(float(t), 12) for t in skip_grid(m.process, sampler, nfe, found["v"], grid, denoise)]
+    flow = lambda z: gaussian_flow(stats, m.process, z, times[0])  # noqa: E731
+    return times, (flow, {"stats": name, "skip": found["v"]})
 
 
 @app.command("eval")

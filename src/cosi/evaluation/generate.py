@@ -34,17 +34,15 @@ from ..core.noise import CounterNoise, sample_keys
 
 
 def sample_range(model, sampler: str, nfe: int, start: int, count: int, *, seed: int = 0, device=None,
-                 graph: bool = False, warm_start=None, **options) -> Tensor:
-    """The data blocks of samples start .. start+count−1 of ``model`` (a DiffusionModel). ``warm_start``: a
-    :class:`cosi.evaluation.warmstart.GaussianStats`; the prior draws are then moved by its exact flow to the
-    first time of ``options["grid"]`` (t_skip) before the sampler runs."""
+                 graph: bool = False, first_state=None, **options) -> Tensor:
+    """The data blocks of samples start .. start+count−1 of ``model`` (a DiffusionModel). ``first_state``: a map
+    of the prior draws z_T to the sampler's first state (a warm start's exact Gaussian flow to t_skip,
+    :func:`cosi.evaluation.warmstart.gaussian_flow`, with ``options["grid"]`` starting at t_skip)."""
     device = torch.device(device or model.device)
     keys = sample_keys(seed, torch.arange(start, start + count, device=device))
     z_T = model.process.prior_sample(model.process.state_shape((count, *model.data_shape)), keys=keys)
-    if warm_start is not None:
-        from .warmstart import gaussian_flow
-
-        z_T = gaussian_flow(warm_start, model.process, z_T, float(options["grid"][0]))
+    if first_state is not None:
+        z_T = first_state(z_T)
     noise = CounterNoise(keys, fused=graph)
     return sample(model.eps_model, model.process, sampler, nfe, z_T=z_T, noise=noise, graph=graph, **options).x
 
@@ -109,8 +107,9 @@ def generate_folder(model, out, sampler: str, nfe: int, n: int, *, batch_size: i
     ``describe``: what the model is (written to the manifest and checked on resume). Under
     torch.distributed each rank writes its share of the batches. Everything is checked (counts, the
     sampler, its options and NFE) before the first file is written, so a refused run leaves ``out`` as
-    it found it; stale ``*.png.tmp`` files of a killed run are removed. ``warm_start``: (GaussianStats, what
-    names them for the manifest), with ``options["grid"]`` the times from t_skip (``warmstart.skip_grid``)."""
+    it found it; stale ``*.png.tmp`` files of a killed run are removed. ``warm_start``: (the map of z_T to the
+    state at t_skip, what names it for the manifest), with ``options["grid"]`` the times from t_skip
+    (:func:`cosi.evaluation.warmstart.skip_grid`)."""
     out = Path(out)
     rank, world = _rank_world()
     for value, what in ((n, "n"), (batch_size, "batch_size")):
@@ -159,7 +158,7 @@ def generate_folder(model, out, sampler: str, nfe: int, n: int, *, batch_size: i
                 hook["callback"] = lambda info, c=count, d=done: bar.update(d + c * info["calls"] / max(nfe, 1)
                                                                             - bar.n)
             x = sample_range(model, sampler, nfe, start, count, seed=seed, graph=graph,
-                             warm_start=None if warm_start is None else warm_start[0], **options, **hook)
+                             first_state=None if warm_start is None else warm_start[0], **options, **hook)
             for p, img in zip(names, to_uint8(x)):
                 _write_png(p, img)
         bar.update(done + count - bar.n)

@@ -12,7 +12,8 @@ computed by gddim-3m-c (order 4) with ``FLOW_STEPS`` steps on the exact Gaussian
 (:func:`cosi.evaluation.moments.gaussian_eps_model`), then mapped back. The sampler then spends all its NFE
 calls on [t_min, t_skip] on its own grid kind.
 
-``t_skip`` is written as the fraction v of the log-SNR range skipped, v(t) = (ℓ(t) − ℓ(T)) / (ℓ(t_min) − ℓ(T))
+``t_skip`` is written as the fraction v of the log-SNR range skipped,
+v(t) = (ℓ(t) − ℓ(T)) / (ℓ(t_min) − ℓ(T))
 (0: no warm start). ``choose_skip`` picks it from ``SKIPS`` by the accuracy proxy of ``lam="auto"``
 (RMSE against gddim-2m at max(500, 4·NFE) calls from 64 probe draws, which start at T and see the whole
 trajectory with the network), and keeps v = 0 unless a skip does better.
@@ -87,7 +88,8 @@ class GaussianStats:
 
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"no Gaussian statistics at {path}: compute them with GaussianStats.from_data(x).save(path)")
+            raise ValueError(f"no Gaussian statistics at {path}: compute them with "
+                             "GaussianStats.from_data(x).save(path)")
         t = load_file(str(path))
         return cls(t["mean"].to(f64), t["eigvals"].to(f64), t["eigvecs"].to(f64),
                    tuple(int(v) for v in t["shape"].tolist()))

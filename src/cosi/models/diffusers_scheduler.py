@@ -463,8 +463,8 @@ class CosiFlowMatchScheduler(SchedulerMixin, ConfigMixin):
     flow pipelines (StableDiffusion3Pipeline, FluxPipeline, …).
 
     The process is rectified flow, x_σ = (1 − σ) x₀ + σ ε with σ = t (``cosi.make_process("rf")``, T = 0.999),
-    and
-    the model predicts the velocity v = dx/dσ = ε − x₀, so ε = x + (1 − σ) v (``cosi.core.predictions``, 'flow').
+    and the model predicts the velocity v = dx/dσ = ε − x₀, so ε = x + (1 − σ) v (``cosi.core.predictions``,
+    'flow').
     ``set_timesteps`` takes FlowMatchEulerDiscreteScheduler's arguments and gives its σ: ``num_inference_steps`` (σ
     linear from 1 to its σ_min, 1/N shifted under a static shift), or ``sigmas`` (decreasing, in (0, 1]), or ``timesteps`` (σ·N); then the shift σ ← sσ/(1 + (s − 1)σ)
     with the config's ``shift``, or with ``use_dynamic_shifting`` the pipeline's ``mu``: σ ← e^μ/(e^μ + 1/σ − 1).

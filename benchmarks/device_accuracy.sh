@@ -18,16 +18,9 @@ OUT=${OUT:-out/device}
 BUDGET=${1:-540}
 FIRST=${2:-120}
 PROJECT=${3:-200}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src NCCL_NVLS_ENABLE=0
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
+source benchmarks/device_setup.sh
 R=benchmarks/results/study
 LOG="$OUT/accuracy.log"
-t0=$(date +%s)
-left() { echo $(( BUDGET - ($(date +%s) - t0) )); }
-minutes() { python -c "print(max(0.0, $1 / 60))"; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee "$LOG"
 

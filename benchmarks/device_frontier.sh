@@ -8,14 +8,8 @@
 set -uo pipefail
 OUT=${OUT:-out/device}
 BUDGET=${1:-480}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src NCCL_NVLS_ENABLE=0
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
+source benchmarks/device_setup.sh
 R=benchmarks/results/study
-t0=$(date +%s)
-left() { local l=$(( BUDGET - ($(date +%s) - t0) )); echo $(( l > 1 ? l : 1 )); }
 timeout 100 python - <<'PY' 2>&1 | grep -v Warn | tee "$OUT/frontier.log"
 import torch, sys
 sys.path.insert(0, "benchmarks")

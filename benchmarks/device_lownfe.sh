@@ -9,10 +9,7 @@
 set -uo pipefail
 OUT=${OUT:-out/device}
 BUDGET=${1:-560}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src
-t0=$(date +%s)
-left() { local l=$(( BUDGET - ($(date +%s) - t0) )); echo $(( l > 1 ? l : 1 )); }
+source benchmarks/device_setup.sh
 for m in fmnist-psld fmnist-vp; do
     timeout $(( $(left) / 3 )) python benchmarks/warmstart_fmnist.py --model $m --data-dir .data/fmnist \
         --sampler gddim-3m-c --sampler gddim-2m --nfe 10 --nfe 5 --nfe 8 --out benchmarks/results/warmstart.jsonl \

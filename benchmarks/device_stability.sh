@@ -17,16 +17,9 @@ set -uo pipefail
 OUT=${OUT:-out/device}
 BUDGET=${1:-560}
 STAB=${2:-220}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src NCCL_NVLS_ENABLE=0
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
+source benchmarks/device_setup.sh
 R=benchmarks/results/study
 LOG="$OUT/stability.log"
-t0=$(date +%s)
-left() { local l=$(( BUDGET - ($(date +%s) - t0) )); echo $(( l > 1 ? l : 1 )); }
-minutes() { python -c "print(max(0.0, $1 / 60))"; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee "$LOG"
 

@@ -9,6 +9,15 @@ def _threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models, where a second thread only adds contention), restored after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "stable_ranges: keep cosi's measured stable ranges (and their refusals) on")
 

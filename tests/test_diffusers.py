@@ -38,13 +38,7 @@ SCHEDULES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """One thread: these models are tiny, and two threads only add contention."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread
 
 
 def rel(a, b) -> float:

@@ -12,12 +12,7 @@ pytest.importorskip("transformers")  # the SD3 pipeline module imports it
 from cosi.models.diffusers_scheduler import CosiFlowMatchScheduler  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread
 
 
 def tiny_pipeline(scheduler):

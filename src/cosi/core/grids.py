@@ -32,6 +32,18 @@ def log_snr(process: LinearProcess, t) -> Tensor:
     return process.log_snr(as_time(t))
 
 
+def logsnr_fraction(process: LinearProcess, t) -> Tensor:
+    """v(t) = (ℓ(t) − ℓ(T)) / (ℓ(t_min) − ℓ(T)): how far t lies along the log-SNR range from T (0) to t_min (1)."""
+    lo, hi = log_snr(process, process.T), log_snr(process, process.t_min)
+    return (log_snr(process, t) - lo) / (hi - lo)
+
+
+def time_at_logsnr_fraction(process: LinearProcess, v) -> Tensor:
+    """The inverse of :func:`logsnr_fraction`: the times at fractions v of the log-SNR range."""
+    lo, hi = log_snr(process, process.T), log_snr(process, process.t_min)
+    return process.log_snr_inverse(lo + (hi - lo) * torch.as_tensor(v, dtype=f64))
+
+
 def time_grid(process: LinearProcess, n: int, kind: str = "uniform", *, rho: float = EDM_RHO,
               shift: float = FLOW_SHIFT, t_min: float | None = None, T: float | None = None) -> Tensor:
     """n steps from T to t_min: a decreasing float64 tensor of n + 1 times."""

@@ -29,10 +29,10 @@ import time
 
 import torch
 
-from ..core.grids import time_grid
+from ..core.grids import logsnr_fraction, time_at_logsnr_fraction, time_grid
 from ..core.integrators import get_sampler
 from ..core.integrators.base import steps_for
-from ..core.processes import as_time, f64
+from ..core.processes import f64
 from ..core.sampling import sample
 from .accuracy import Reference, errors, prior_draws, reference_solution
 from .autolam import PROBE_SEED, reference
@@ -53,14 +53,8 @@ def grid_steps(sampler: str, process, nfe: int, denoise: bool = False) -> int:
     return steps_for(nfe, per_step, extra, denoise, sampler)
 
 
-def _to_v(process, ts):
-    lo, hi = process.log_snr(as_time(process.T)), process.log_snr(as_time(process.t_min))
-    return (process.log_snr(ts) - lo) / (hi - lo)
-
-
 def _to_t(process, v):
-    lo, hi = process.log_snr(as_time(process.T)), process.log_snr(as_time(process.t_min))
-    ts = process.log_snr_inverse(lo + (hi - lo) * v)
+    ts = time_at_logsnr_fraction(process, v)
     ts[0], ts[-1] = process.T, process.t_min
     return ts
 
@@ -78,7 +72,7 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
                          "applies to cosi's own samplers")
     if options.get("lam") == "auto":
         raise ValueError("grid='auto' with lam='auto': give λ (e.g. tune it first with cosi.tune_lambda)")
-    options = {k: v for k, v in options.items()}
+    options = dict(options)
     for k in ("eta", "eta_x"):  # the η = 0 version of a stochastic sampler
         if k in spec.options:
             options[k] = 0.0
@@ -107,7 +101,7 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
         err = errors(x, x_ref)["rmse"]
         return err if math.isfinite(err) else math.inf
 
-    v = _to_v(process, ts0)
+    v = logsnr_fraction(process, ts0)
     v[0], v[-1] = 0.0, 1.0
     best = first = proxy(v)
     moves = MOVES

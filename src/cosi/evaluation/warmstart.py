@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..core.grids import time_grid
-from ..core.processes import LinearProcess, as_time, f64
+from ..core.grids import time_at_logsnr_fraction, time_grid
+from ..core.processes import LinearProcess, f64
 from ..core.sampling import sample
 from .accuracy import Reference, errors, prior_draws, reference_solution
 from .autogrid import PROBE, grid_steps
@@ -108,8 +108,7 @@ class GaussianStats:
 
 def skip_time(process: LinearProcess, v: float) -> float:
     """The time t_skip at the fraction v of the log-SNR range from T (v = 0: T)."""
-    lo, hi = process.log_snr(as_time(process.T)), process.log_snr(as_time(process.t_min))
-    return float(process.log_snr_inverse(lo + (hi - lo) * torch.tensor(float(v), dtype=f64)))
+    return process.T if v <= 0 else float(time_at_logsnr_fraction(process, float(v)))
 
 
 def gaussian_flow(stats: GaussianStats, process: LinearProcess, z_T: Tensor, t_skip: float) -> Tensor:

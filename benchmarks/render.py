@@ -136,9 +136,13 @@ def stability_section(rows: list[dict]) -> list[str]:
     if not rows:
         return lines + ["Not measured yet.", ""]
     r0 = next(r for r in rows if "max_abs" in r)
+    cld = next((r for r in rows if r["model"] == "fmnist-cld" and "max_abs" in r), None)
+    cld_text = "" if cld is None else (
+        f" fmnist-cld's rows: {cld['n']} draws on the CPU, reference {cld['reference']} (`python benchmarks/study.py "
+        f"--stage stability --model fmnist-cld --accuracy-n {cld['n']} --accuracy-reference {cld['reference']}`).")
     lines += [f"The largest |x| over 256 draws (seed 0) of each sampler on its default grid with the projection on "
-              f"(ε-form samplers on PSLD) and `allow_unstable=True`, {r0.get('device_name', r0['device'])}, float32 "
-              f"network, TF32 off (`python benchmarks/study.py --stage stability`). In bold: beyond "
+              f"(ε-form samplers on PSLD and CLD) and `allow_unstable=True`, {r0.get('device_name', r0['device'])}, "
+              f"float32 network, TF32 off (`python benchmarks/study.py --stage stability`).{cld_text} In bold: beyond "
               f"{STABLE_MAX_ABS:g} (the data lie in [−1, 1]; the converged solution reaches 1.47). 'Stable from': the "
               "smallest NFE from which every larger measured NFE stays inside; cosi refuses fewer calls (a "
               "stochastic preset also no fewer than its exact-moment edge, `integrators/eta.py`) and names the "
@@ -161,7 +165,10 @@ def frontier_section(rows: list[dict], fd_rows: list[dict]) -> list[str]:
               f"the spread between them is the measure's sampling noise), {r0.get('device_name', r0['device'])}, "
               "float32, TF32 off (`python benchmarks/study.py --stage frontier`). FD: 10k samples, seed 0, bf16 "
               "network (`--stage frontier_fd`). Peers run through diffusers with the setting named; 'inf': the "
-              "peer's output was not finite.", ""]
+              "peer's output was not finite. A cell with one number: seed 0 only (the grid=uniform and "
+              "lower_order_final rows, and some of fmnist-cld's, came from a later, shorter GPU call, "
+              "`benchmarks/device_cld.sh`); FD is shown where it was measured. fmnist-cld's gddim-2m defaults to the "
+              "logsnr grid, so its logsnr row is its default.", ""]
     import json
 
     fds = {}
@@ -169,7 +176,7 @@ def frontier_section(rows: list[dict], fd_rows: list[dict]) -> list[str]:
         if "fd" in r:
             opts = json.loads(r["key"])[3]  # the cell's options as asked
             fds[(r["model"], r["sampler"], tuple(sorted(opts.items())), r["nfe"])] = r["fd"]
-    for model in ("fmnist-vp", "fmnist-psld"):
+    for model in ("fmnist-vp", "fmnist-psld", "fmnist-cld"):
         mine = [r for r in ok if r["model"] == model]
         if not mine:
             continue
@@ -194,24 +201,47 @@ def frontier_section(rows: list[dict], fd_rows: list[dict]) -> list[str]:
     return lines
 
 
-def overhead_section(path: Path) -> list[str]:
-    """The projection's cost in the whole-sampler CUDA graph: sampler time / bare calls, projection on and off."""
-    lines = ["## The consistency projection's cost (CUDA graph)", ""]
+def file_section(title: str, path: Path, body) -> list[str]:
+    """A section drawn from the JSON rows of one file: its title, then ``body(rows)``, or 'Not measured yet.'."""
     rows = read_rows(path)
-    if not rows:
-        return lines + ["Not measured yet.", ""]
+    return [f"## {title}", ""] + (body(rows) if rows else ["Not measured yet."]) + [""]
+
+
+def warmstart_table(rows: list[dict]) -> list[str]:
+    """The Gaussian warm start at full size: accuracy and FD from T and from the chosen t_skip."""
     r0 = rows[0]
-    lines += [f"`python benchmarks/projection_overhead.py`: fmnist-psld, NFE {r0['nfe']}, batch {r0['batch_size']}, "
-              f"{r0['device_name']}, {r0['dtype']} network, each sampler as one CUDA graph against the same calls "
-              "bare; runs alternate on and off. Ratio = sampler time / bare calls (median of 5 per run; each run "
-              "listed).", "", "| sampler | projection on | projection off |", "|---|---|---|"]
+    lines = [f"`python benchmarks/warmstart_fmnist.py --model MODEL --stats shipped --sampler S --grid G --nfe N "
+             f"--fd 10000` ({r0['device']}; `benchmarks/device_cld.sh`): RMSE against {r0['reference']} from "
+             f"{r0['n']} held-out draws (seed 0, the frontier's), float32, TF32 off; t_skip chosen on a probe of "
+             f"{r0['probe']} other draws from 11 log-SNR fractions v (0 … 0.5); FD of 10k samples (seed 0; float32 "
+             "network, eager, where the frontier's FD ran bf16 in CUDA graphs) against the test split. The shipped "
+             "statistics (`fashion-mnist-train.gauss.safetensors`) cost nothing at run time; computing them from the "
+             "60k training images takes 2–3 s on the 2-core CPU (`benchmarks/gauss_stats.py`).",
+             "", "| model | sampler, grid | NFE | RMSE from T → warm (median per draw) | FD from T → warm | v (t_skip) | "
+             "choosing v: calls of the probe batch, s |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(r.get("options", {}).items())) or "default"
+        fd = (f"{r['fd_from_T']:.2f} → {r['fd_warm']:.2f}" if "fd_warm" in r else "—")
+        lines.append(f"| {r['model']} | {r['sampler']}, {opts} | {r['nfe']} | {r['from_T']['rmse']:.3f} "
+                     f"({r['from_T']['rmse_median']:.3f}) → {r['warm']['rmse']:.3f} ({r['warm']['rmse_median']:.3f}) | "
+                     f"{fd} | {r['v']:g} ({r['t_skip']:.3f}) | {r['choose_calls']}, {r['choose_seconds']:.1f} |")
+    return lines
+
+
+def overhead_table(rows: list[dict]) -> list[str]:
+    """The projection's cost in the whole-sampler CUDA graph: sampler time / bare calls, projection on and off."""
+    r0 = rows[0]
+    lines = [f"`python benchmarks/projection_overhead.py`: fmnist-psld, NFE {r0['nfe']}, batch {r0['batch_size']}, "
+             f"{r0['device_name']}, {r0['dtype']} network, each sampler as one CUDA graph against the same calls "
+             "bare; runs alternate on and off. Ratio = sampler time / bare calls (median of 5 per run; each run "
+             "listed).", "", "| sampler | projection on | projection off |", "|---|---|---|"]
     by = defaultdict(lambda: defaultdict(list))
     for r in rows:
         by[r["sampler"]][r["project"]].append(r["ratio"])
     for s, d in by.items():
         lines.append(f"| {s} | {', '.join(f'{v:.4f}' for v in d[True]) or '—'} | "
                      f"{', '.join(f'{v:.4f}' for v in d[False]) or '—'} |")
-    return lines + [""]
+    return lines
 
 
 def mutation_section(path: Path) -> list[str]:
@@ -351,7 +381,7 @@ def seed_noise(R: dict) -> str:
             f"{100 * rel[-1]:.1f} %; KID cells show their spread over subsets.")
 
 
-def lam_section(R: dict, every_lam: list[dict], figs: Path) -> list[str]:
+def lam_section(R: dict, every_lam: list[dict], figs: Path, cpu_lam: list[dict] = ()) -> list[str]:
     """FD vs λ, and the check of lam=auto: by the FD objective (the latest rows of R["lam"]) against
     the best λ of the grid at each NFE, and beside it the accuracy proxy's choice (the latest such
     row of ``every_lam``, the lam rows before the latest-per-key selection)."""
@@ -390,10 +420,16 @@ def lam_section(R: dict, every_lam: list[dict], figs: Path) -> list[str]:
             cell = "—" if a0 is None else f"{a0['lam_chosen']:.2f} ({a0['fd']:.2f}" + (
                 f"; {by_fd[1]['fd']:.2f})" if 1 in by_fd else ")")
             ratio = f"{a0['fd'] / best['fd']:.3f}" if a0 else "—"
-            acc = f"{accurate['lam_chosen']:.2f} ({accurate['fd']:.2f})" if accurate else "—"
+            cpu = next((r for r in cpu_lam if r["model"] == model and r["sampler"] == s and r["nfe"] == k), None)
+            acc = (f"{accurate['lam_chosen']:.2f} ({accurate['fd']:.2f})" if accurate
+                   else f"{cpu['lam']:.2f} (CPU; FD not measured)" if cpu else "—")
             acc_ratio = f"{accurate['fd'] / best['fd']:.3f}" if accurate else "—"
             lines.append(f"| {k} | {best['lam']:g} ({best['fd']:.2f}) | {cell} | {ratio} | {acc} | {acc_ratio} |")
         lines += ["", f"![FD vs λ, {s}](figures/{fig.name})", ""]
+    if cpu_lam:
+        lines += ["'CPU; FD not measured': λ by the accuracy proxy chosen on the 2-core CPU "
+                  "(`PYTHONPATH=src python benchmarks/lam_accuracy_cpu.py`, `benchmarks/results/lam_accuracy_cpu.jsonl`), "
+                  "the proxy's value at every λ in that file; the FD at that λ needs a GPU run.", ""]
     calls = defaultdict(set)
     for r in filter(tuned_by_fd, lam_rows):
         calls[r["nfe"]].add(r["tuning_calls"] // r["nfe"])
@@ -552,10 +588,13 @@ def main() -> None:
     lines += csps_d_grid_section(R["accuracy"], R["frontier_fd"], R["project"])
     lines += stability_section(R["stability"])
     lines += frontier_section(R["frontier"], R["frontier_fd"])
+    lines += file_section("The Gaussian warm start (issue 21): full size", ROOT / "benchmarks" / "results" / "warmstart.jsonl",
+                          warmstart_table)
     lines += projection_fd_section(R["project"], R["psld"])
-    lines += overhead_section(ROOT / "benchmarks" / "results" / "projection_overhead.jsonl")
+    lines += file_section("The consistency projection's cost (CUDA graph)",
+                          ROOT / "benchmarks" / "results" / "projection_overhead.jsonl", overhead_table)
     lines += mutation_section(ROOT / "benchmarks" / "results" / "mutation.json")
-    lines += lam_section(R, every_lam, figs)
+    lines += lam_section(R, every_lam, figs, read_rows(ROOT / "benchmarks" / "results" / "lam_accuracy_cpu.jsonl"))
     lines += final_section(R["final"], refs)
     lines += tune_section(R["tune"], R["psld"])
     lines += speed_section(R["speed"])

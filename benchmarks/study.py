@@ -60,7 +60,7 @@ from cosi.evaluation.autolam import FDObjective
 from cosi.evaluation.evaluate import feature_space, reference_images, reference_stats
 from cosi.core.integrators import SAMPLERS
 from cosi.core.sampling import sample as cosi_sample
-from cosi.models.checkpoint import load
+from cosi.models.checkpoint import load, shipped_names
 from cosi.evaluation.sweep import make_cells, run_sweep
 
 NFES = [10, 20, 50, 100, 200]
@@ -175,9 +175,11 @@ STABLE_MAX_ABS = 10.0  # cosi.core.integrators.stability.STABLE_MAX_ABS
 STABLE_RUN = 4  # a sampler's scan stops after this many consecutive stable NFEs
 
 
-def stability_stage(out: Path, minutes: float, device: str, n: int, reference: str) -> None:
-    """The stability stage: every sampler of fmnist-psld (and fmnist-vp's ε-form ones) climbing STABILITY_NFES
-    with its stable range ignored, until STABLE_RUN consecutive NFEs are inside STABLE_MAX_ABS."""
+def stability_stage(out: Path, minutes: float, device: str, n: int, reference: str,
+                    models=("fmnist-psld", "fmnist-vp")) -> None:
+    """The stability stage: every sampler of fmnist-psld (and fmnist-vp's ε-form ones; fmnist-cld's with
+    ``models``) climbing STABILITY_NFES with its stable range ignored, until STABLE_RUN consecutive NFEs are
+    inside STABLE_MAX_ABS."""
     from cosi.core.integrators import nearest_nfe
     from cosi.core.integrators.eta import EDGES
     from cosi.core.processes import make_process
@@ -187,7 +189,7 @@ def stability_stage(out: Path, minutes: float, device: str, n: int, reference: s
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     t0 = time.monotonic()
     hw = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    for name in ("fmnist-psld", "fmnist-vp"):
+    for name in models:
         p = make_process(name.split("-")[1])
         model = None
         names = [s for s in samplers_of(p.name) if SAMPLERS[s].build is not None and (p.k > 1 or SAMPLERS[s].eps_form)]
@@ -211,7 +213,13 @@ def stability_stage(out: Path, minutes: float, device: str, n: int, reference: s
 
 
 FRONTIER_NFES = [4, 5, 6, 8, 10, 15, 20]
+FMNIST_MODELS = [m for m in ("fmnist-vp", "fmnist-psld", "fmnist-cld") if m in shipped_names()]
 FRONTIER = ["gddim", "gddim-2m", "gddim-3m", "gddim-2m-c", "gddim-3m-c"]
+FRONTIER_MULTISTEP = ["gddim-3m", "gddim-2m-c", "gddim-3m-c"]
+# the grids of the frontier (the diffusers peers' default spacing is uniform in t), and the multistep samplers'
+# lower order at the last steps (DPM-Solver++'s and UniPC's default) on the default and uniform grids
+FRONTIER_OPTIONS = [{}, {"grid": "logsnr"}, {"grid": "uniform"}, {"lower_order_final": True},
+                    {"grid": "uniform", "lower_order_final": True}]
 PEER_SETTINGS = {"dpm-solver++": [{}, {"use_karras_sigmas": True}, {"use_lu_lambdas": True}],
                  "dpm-solver++-3m": [{}, {"use_karras_sigmas": True}, {"use_lu_lambdas": True}],
                  "unipc": [{}, {"use_karras_sigmas": True}], "unipc-bh2-3": [{}, {"use_karras_sigmas": True}],
@@ -227,7 +235,8 @@ def frontier_plan(name: str, seed: int) -> list[dict]:
 
     p = make_process(name.split("-")[1])
     cells = [{"sampler": s, "nfe": nearest_nfe(s, k, p), "project": True, "options": o}
-             for k in FRONTIER_NFES for s in FRONTIER for o in ({}, {"grid": "logsnr"})]
+             for k in FRONTIER_NFES for s in FRONTIER for o in FRONTIER_OPTIONS
+             if "lower_order_final" not in o or s in FRONTIER_MULTISTEP]
     if p.k == 1:
         cells += [{"sampler": s, "nfe": k, "project": True, "options": o}
                   for k in FRONTIER_NFES for s, settings in PEER_SETTINGS.items() for o in settings]
@@ -243,10 +252,10 @@ def frontier_fd_plan() -> list[tuple[str, str, list[dict]]]:
         return sorted(({"sampler": c["sampler"], "nfe": c["nfe"], "options": c["options"], "seed": 0}
                        for c in frontier_plan(name, 0)), key=lambda c: first.index(c["nfe"]) if c["nfe"] in first else 9)
     return [("frontier_fd", "fmnist-psld", make_cells(["csps-d"], [20, 50, 100], grids=["uniform"])),
-            ("frontier_fd", "fmnist-vp", cells("fmnist-vp")), ("frontier_fd", "fmnist-psld", cells("fmnist-psld"))]
+            *[("frontier_fd", name, cells(name)) for name in FMNIST_MODELS]]
 
 
-def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: str) -> None:
+def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: str, models=None) -> None:
     from cosi.evaluation.accuracy import Reference, run_accuracy
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -254,7 +263,7 @@ def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: st
     hw = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     models = {}
     for seed in (0, 1):
-        for name in ("fmnist-vp", "fmnist-psld"):
+        for name in models or FMNIST_MODELS:
             left = minutes - (time.monotonic() - t0) / 60
             if left <= 0:
                 break
@@ -418,6 +427,8 @@ def main() -> None:
     ap.add_argument("--accuracy-minutes", type=float, default=None,
                     help="accuracy stage: its own wall-time budget (default: all that is left)")
     ap.add_argument("--project-nfe", type=int, action="append", help="project stage (default: 50 100)")
+    ap.add_argument("--model", action="append", choices=FMNIST_MODELS,
+                    help="stability and frontier stages: the models (default: fmnist-psld and fmnist-vp; frontier: all shipped)")
     args = ap.parse_args()
     t0 = time.monotonic()
     left = lambda: args.minutes - (time.monotonic() - t0) / 60  # noqa: E731
@@ -436,9 +447,10 @@ def main() -> None:
         accuracy_stage(args.out / "accuracy.jsonl", budget, dev, args.accuracy_n, args.accuracy_reference,
                        args.accuracy_nfe or ACCURACY_NFES)
     if "stability" in stages and left() > 0:
-        stability_stage(args.out / "stability.jsonl", left(), dev, args.accuracy_n, args.accuracy_reference)
+        stability_stage(args.out / "stability.jsonl", left(), dev, args.accuracy_n, args.accuracy_reference,
+                        args.model or ("fmnist-psld", "fmnist-vp"))
     if "frontier" in stages and left() > 0:
-        frontier_stage(args.out / "frontier.jsonl", left(), dev, args.accuracy_n, args.accuracy_reference)
+        frontier_stage(args.out / "frontier.jsonl", left(), dev, args.accuracy_n, args.accuracy_reference, args.model)
     if "autogrid" in stages and left() > 0:
         autogrid_stage(args.out / "autogrid.jsonl", left(), dev, args.accuracy_n, args.accuracy_reference)
     stages = [s for s in stages if s not in ("network", "speed", "accuracy", "stability", "frontier", "autogrid")]

@@ -2,7 +2,7 @@
 # Train the shipped Fashion-MNIST models on one GPU, in one call of about 9 minutes:
 #   - the PSLD eps-model (make_process('psld') defaults: the paper's CIFAR-10 settings) and
 #   - the VP eps-model (make_process('vp') defaults),
-#     same 6.5M-parameter U-Net, same batch and schedule, as two concurrent processes;
+#     same 3.94M-parameter U-Net, same batch and schedule, as two concurrent processes;
 #   - the Fashion-MNIST classifier (FD features), 20 epochs, alongside.
 # PROCESSES="cld" CLASSIFIER=0 trains the CLD eps-model alone (same U-Net, same schedule).
 # Each trainer saves a checkpoint and exits cleanly when its time budget is spent; running this

@@ -3,6 +3,10 @@ accuracy on held-out draws beside the same sampler from T (issue 21).
 
     python benchmarks/warmstart_fmnist.py --model fmnist-vp --data-dir .data/fmnist            # a GPU: full size
     python benchmarks/warmstart_fmnist.py --model fmnist-vp --probe 16 --n 32 --ref gddim-3m-c@100 --nfe 5  # CPU
+    ... --grid uniform --option lower_order_final=true --fd 10000   # a grid kind, sampler options; FD from T and warm
+
+``--fd N``: the FD (shipped classifier, N samples against the test split, seed 0) of the sampler from T and from the
+chosen t_skip, beside the accuracy.
 
 The statistics (mean and full covariance of the 60k training images, float64) take one pass over the data; their
 cost is printed. Held-out draws: prior_draws seed 0 (the accuracy stage's), against --ref from the same draws.
@@ -31,17 +35,25 @@ def main() -> None:
     ap.add_argument("--probe", type=int, default=ws.PROBE)
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--ref", default="gddim-2m@2000")
+    ap.add_argument("--stats", default="data", choices=["data", "shipped"],
+                    help="the Gaussian statistics: of the training images in --data-dir, or the shipped ones")
+    ap.add_argument("--grid", default=None, help="a grid kind (default: the sampler's own)")
+    ap.add_argument("--option", action="append", default=[], help="sampler option key=value (JSON value)")
+    ap.add_argument("--fd", type=int, default=0, metavar="N", help="also the FD from T and warm, N samples (10000)")
     ap.add_argument("--out", default=None, help="append JSON rows here")
     args = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # as the accuracy stage
     m = cosi.load_model(args.model, device=dev)
     t0 = time.perf_counter()
-    x = load_fashion_mnist(args.data_dir, "train").images
-    x = (x.float() / 127.5 - 1) if x.dtype == torch.uint8 else x.float()
-    stats = ws.GaussianStats.from_data(x)
+    if args.stats == "shipped":
+        stats = ws.GaussianStats.shipped("fashion-mnist-train")
+    else:
+        x = load_fashion_mnist(args.data_dir, "train").images
+        x = (x.float() / 127.5 - 1) if x.dtype == torch.uint8 else x.float()
+        stats = ws.GaussianStats.from_data(x)
     stats_s = time.perf_counter() - t0
-    print(f"statistics of {len(x)} images: {stats_s:.1f} s", flush=True)
+    print(f"statistics ({args.stats}): {stats_s:.1f} s", flush=True)
     ws.PROBE = args.probe
     ref = Reference.parse(args.ref)
     if args.probe != 64:  # a small probe judges against the same reference as the held-out draws
@@ -49,21 +61,42 @@ def main() -> None:
     z = prior_draws(m.process, m.data_shape, args.n, 0, m.device)
     x_ref = reference_solution(m.eps_model, m.process, m.data_shape, args.n, 0, ref, device=m.device,
                                self_check=False, batch_size=256)["x"]
+    opts = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
+    if args.grid:
+        opts["grid"] = args.grid
+    fd = fd_of(m, args.data_dir, args.fd) if args.fd else None
     for s in args.sampler or ["gddim-2m"]:
         for nfe in args.nfe or [5, 10]:
-            base = errors(torch.cat([cosi.sample(m.eps_model, m.process, s, nfe, z_T=b).x for b in z.split(256)]),
-                          x_ref)
-            rec = ws.choose_skip(m.eps_model, m.process, s, nfe, stats, device=m.device)
-            warm = errors(torch.cat([ws.sample_from_skip(m.eps_model, m.process, s, nfe, b, stats, rec["v"]).x
+            base = errors(torch.cat([cosi.sample(m.eps_model, m.process, s, nfe, z_T=b, **opts).x
                                      for b in z.split(256)]), x_ref)
-            row = {"model": args.model, "sampler": s, "nfe": nfe, "n": args.n, "reference": str(ref),
+            rec = ws.choose_skip(m.eps_model, m.process, s, nfe, stats, device=m.device, **opts)
+            warm = errors(torch.cat([ws.sample_from_skip(m.eps_model, m.process, s, nfe, b, stats, rec["v"], **opts).x
+                                     for b in z.split(256)]), x_ref)
+            row = {"model": args.model, "sampler": s, "nfe": nfe, "options": opts, "n": args.n, "reference": str(ref),
                    "probe": args.probe, "v": rec["v"], "t_skip": rec["t_skip"], "proxy": rec["proxy"],
                    "from_T": base, "warm": warm, "choose_calls": rec["calls"], "choose_seconds": rec["seconds"],
                    "stats_seconds": round(stats_s, 1), "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu"}
+            if fd is not None:
+                row["fd_from_T"] = fd(s, nfe, opts)
+                grid = {k: v for k, v in opts.items() if k != "grid"}
+                grid["grid"] = ws.skip_grid(m.process, s, nfe, rec["v"], opts.get("grid"))
+                t_skip = float(grid["grid"][0])
+                row["fd_warm"] = fd(s, nfe, grid, lambda z_T: ws.gaussian_flow(stats, m.process, z_T, t_skip))
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
+
+
+def fd_of(m, data_dir, n):
+    """fd(sampler, nfe, options, first_state=None): the FD of n samples (seed 0) against the test split, in the
+    shipped classifier's features (as the study's FD stages)."""
+    from cosi.evaluation.evaluate import feature_space, model_fd, reference_stats
+
+    features, kind, ref_name = feature_space("classifier", m.data_shape, m.device)
+    ref = reference_stats(features, kind, ref_name, ref_dir=data_dir)
+    return lambda s, nfe, opts, first=None: round(model_fd(m, features, ref, s, nfe, n, 1000, first_state=first,
+                                                           **opts)["fd"], 4)
 
 
 if __name__ == "__main__":

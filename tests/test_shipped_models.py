@@ -9,11 +9,11 @@ from cosi.models.checkpoint import CheckpointError, load, shipped_names
 from cosi.training.train import MarginalTable, hsm_loss
 
 
-def test_the_three_models_are_shipped():
-    assert {"fmnist-psld", "fmnist-vp", "fmnist-classifier"} <= set(shipped_names())
+def test_the_four_models_are_shipped():
+    assert {"fmnist-psld", "fmnist-vp", "fmnist-cld", "fmnist-classifier"} <= set(shipped_names())
 
 
-@pytest.mark.parametrize("name", ["fmnist-psld", "fmnist-vp"])
+@pytest.mark.parametrize("name", ["fmnist-psld", "fmnist-vp", "fmnist-cld"])
 def test_shipped_model_predicts_eps_far_better_than_zero(name):
     m = load(name)
     g = torch.Generator().manual_seed(0)
@@ -30,7 +30,7 @@ def test_shipped_model_predicts_eps_far_better_than_zero(name):
     assert loss < 0.1  # the zero network scores 1.0
 
 
-@pytest.mark.parametrize("name,sampler", [("fmnist-psld", "csps-d"), ("fmnist-vp", "ddim")])
+@pytest.mark.parametrize("name,sampler", [("fmnist-psld", "csps-d"), ("fmnist-vp", "ddim"), ("fmnist-cld", "gddim-2m")])
 def test_shipped_model_samples_images_in_range(name, sampler):
     m = load(name)
     r = cosi.sample(m.eps_model, m.process, sampler, 20, shape=(2, *m.data_shape),

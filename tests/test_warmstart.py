@@ -132,3 +132,25 @@ def test_cosi_sample_warm_start_from_the_shipped_statistics(tmp_path):
         ws.PROBE, ws.reference = old
     bad = CliRunner().invoke(app, ["sample", "-p", "vp", "--warm-start", "shipped", "--out", str(tmp_path / "b")])
     assert bad.exit_code != 0 and "applies to a model" in bad.output
+
+
+def test_cosi_sample_warm_start_with_a_given_skip(tmp_path):
+    """`--skip V` takes t_skip at the log-SNR fraction V with no probe search (README's main job); the manifest
+    records it and the grid starts there; a fraction outside [0, 1) is refused with the fix named."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cosi.cli.app import app
+
+    args = ["sample", "-m", "fmnist-psld", "-s", "gddim-2m-c", "--nfe", "4", "--n", "2", "--grid", "uniform",
+            "--warm-start", "shipped", "--skip", "0.2", "--out", str(tmp_path / "o"), "--device", "cpu"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "skip 0.2 of the log-SNR range, as given" in r.output
+    man = json.loads((tmp_path / "o" / "images" / "manifest.json").read_text())
+    p = cosi.make_process("psld")
+    assert man["warm_start"]["skip"] == 0.2
+    assert man["options"]["grid"][0] == pytest.approx(skip_time(p, 0.2)) and man["options"]["grid"][0] < p.T
+    bad = CliRunner().invoke(app, args[:-4] + ["--skip", "1.5", "--out", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "--skip '1.5'" in bad.output and "auto" in bad.output

@@ -18,9 +18,9 @@ CASES = [("vp", "gddim-2m", 5), ("vp", "gddim-3m-c", 6), ("vp", "gddim-2m", 10),
 
 
 def main() -> None:
-    print("| process | sampler | NFE | probe RMSE, default → tuned | held-out RMSE, default → tuned | held-out median, "
-          "default → tuned | tuning calls (probe of 64) | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| process | sampler | NFE | start (best named grid on the probe) | probe RMSE, default → tuned | "
+          "held-out RMSE, default → tuned | held-out median, default → tuned | tuning calls (probe of 64) | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for proc, s, nfe in CASES:
         p = cosi.make_process(proc)
         gmm = GaussianMixture.random(d=16, components=4, seed=0, std_range=(0.1, 0.3))
@@ -29,7 +29,8 @@ def main() -> None:
         z = prior_draws(p, (16,), 64, 7)
         ref = reference_solution(eps, p, (16,), 64, 7, Reference("gddim-2m", 1000), self_check=False)["x"]
         d, a = (errors(cosi.sample(eps, p, s, nfe, z_T=z, grid=g).x, ref) for g in (None, r["grid"]))
-        print(f"| {proc} | {s} | {nfe} | {r['proxy_start']:.3g} → {r['proxy']:.3g} | {d['rmse']:.3g} → {a['rmse']:.3g} | "
+        print(f"| {proc} | {s} | {nfe} | {r['start_kind']} | {r['proxy_start']:.3g} → {r['proxy']:.3g} "
+              f"| {d['rmse']:.3g} → {a['rmse']:.3g} | "
               f"{d['rmse_median']:.3g} → {a['rmse_median']:.3g} | {r['calls']} | {r['seconds']:.0f} |", flush=True)
 
 

@@ -166,8 +166,9 @@ def frontier_section(rows: list[dict], fd_rows: list[dict]) -> list[str]:
               "float32, TF32 off (`python benchmarks/study.py --stage frontier`). FD: 10k samples, seed 0, bf16 "
               "network (`--stage frontier_fd`). Peers run through diffusers with the setting named; 'inf': the "
               "peer's output was not finite. A cell with one number: seed 0 only (the grid=uniform and "
-              "lower_order_final rows, and some of fmnist-cld's, came from a later, shorter GPU call, "
-              "`benchmarks/device_cld.sh`); FD is shown where it was measured. fmnist-cld's gddim-2m defaults to the "
+              "lower_order_final rows and fmnist-cld's came from later, shorter GPU calls, `benchmarks/device_cld.sh` "
+              "and `study.py --stage frontier --model fmnist-cld`, which reached seed 1 for some cells); FD is shown "
+              "where it was measured. fmnist-cld's gddim-2m defaults to the "
               "logsnr grid, so its logsnr row is its default.", ""]
     import json
 
@@ -217,8 +218,8 @@ def warmstart_table(rows: list[dict]) -> list[str]:
              "network, eager, where the frontier's FD ran bf16 in CUDA graphs) against the test split. The shipped "
              "statistics (`fashion-mnist-train.gauss.safetensors`) cost nothing at run time; computing them from the "
              "60k training images takes 2–3 s on the 2-core CPU (`benchmarks/gauss_stats.py`).",
-             "", "| model | sampler, grid | NFE | RMSE from T → warm (median per draw) | FD from T → warm | v (t_skip) | "
-             "choosing v: calls of the probe batch, s |", "|---|---|---|---|---|---|---|"]
+             "", "| model | sampler, grid | NFE | RMSE from T → warm (median per draw) | FD from T → warm | "
+             "v (t_skip) | choosing v: calls of the probe batch, s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         opts = ", ".join(f"{k}={v}" for k, v in sorted(r.get("options", {}).items())) or "default"
         fd = (f"{r['fd_from_T']:.2f} → {r['fd_warm']:.2f}" if "fd_warm" in r else "—")
@@ -588,8 +589,8 @@ def main() -> None:
     lines += csps_d_grid_section(R["accuracy"], R["frontier_fd"], R["project"])
     lines += stability_section(R["stability"])
     lines += frontier_section(R["frontier"], R["frontier_fd"])
-    lines += file_section("The Gaussian warm start (issue 21): full size", ROOT / "benchmarks" / "results" / "warmstart.jsonl",
-                          warmstart_table)
+    lines += file_section("The Gaussian warm start (issue 21): full size",
+                          ROOT / "benchmarks" / "results" / "warmstart.jsonl", warmstart_table)
     lines += projection_fd_section(R["project"], R["psld"])
     lines += file_section("The consistency projection's cost (CUDA graph)",
                           ROOT / "benchmarks" / "results" / "projection_overhead.jsonl", overhead_table)

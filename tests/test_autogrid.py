@@ -21,6 +21,11 @@ def test_the_tuned_grid_is_a_valid_grid_that_lowers_the_proxy_and_is_cached():
     assert g[0] == p.T and g[-1] == p.t_min and bool((g[1:] < g[:-1]).all())
     assert r["proxy"] <= 0.95 * r["proxy_start"], r  # the search moved the times, and it helped on its probe
     assert not torch.allclose(g, r["start"])
+    # the moves start from the best named grid on the probe, whose times are r["start"]
+    assert set(r["named"]) == {"uniform", "quadratic", "logsnr"} and r["named"]["quadratic"] == r["proxy_start"]
+    assert r["named"][r["start_kind"]] == min(r["named"].values()) >= r["proxy"]
+    from cosi.core.grids import time_grid
+    assert torch.allclose(r["start"], time_grid(p, 5, r["start_kind"]))
     assert r["calls"] >= 5 * 4 and r["probe"] == 64
     again = cosi.tune_grid(eps, p, "gddim-2m", 5, (8,), sweeps=2)
     assert again is r  # cached per model, sampler, NFE and options

@@ -12,7 +12,7 @@ import torch
 import cosi
 from cosi.core.integrators import build_plan
 from cosi.core.integrators.eta import STABLE_COV_ERROR
-from cosi.core.integrators.stability import MIN_NFE, UnstableNFE, min_nfe
+from cosi.core.integrators.stability import FLOOR_FROM, MIN_NFE, UnstableNFE, min_nfe
 from cosi.evaluation.moments import moment_errors
 
 pytestmark = pytest.mark.stable_ranges
@@ -29,12 +29,22 @@ def test_below_the_range_is_refused_naming_it_and_the_way_out():
 
 
 def test_a_stochastic_preset_is_refused_below_its_exact_moment_edge_too():
-    p = cosi.make_process("cld")  # no learned CLD model: the range is the exact-moment edge of eta.py alone
-    assert min_nfe("robab", "cld") == 20 and ("robab", "cld") not in MIN_NFE
-    with pytest.raises(UnstableNFE, match="robab on cld is unstable below 20"):
+    p = cosi.make_process("cld")  # robab's exact-moment edge on CLD is 20 (eta.py); the learned edge may be higher
+    edge = min_nfe("robab", "cld")
+    assert edge >= 20
+    with pytest.raises(UnstableNFE, match=f"robab on cld is unstable below {edge}"):
         build_plan("robab", p, 12)
     with pytest.warns(UserWarning, match="unstable at any eta"):
         build_plan("robab", p, 12, allow_unstable=True)
+
+
+def test_cld_takes_its_own_edge_or_psld_s_whichever_is_higher():
+    assert FLOOR_FROM == {"cld": "psld"}
+    assert ("euler", "cld") in MIN_NFE  # the shipped CLD model was scanned
+    for (s, proc), edge in MIN_NFE.items():
+        if proc in ("psld", "cld"):
+            assert min_nfe(s, "cld") >= max(edge, MIN_NFE.get((s, "cld"), 0)), s
+    assert min_nfe("gddim", "cld") is None  # scanned on CLD, stable from NFE 4; no edge on PSLD either
 
 
 def test_the_data_prediction_samplers_and_vp_have_no_floor():
@@ -76,12 +86,12 @@ def test_the_table_is_what_its_script_derives_from_the_committed_measurements():
 
 
 def test_every_measured_edge_is_also_stable_for_exact_gaussian_moments():
-    """The learned model's edge is never below where the plan's exact Gaussian moments are stable (data
-    variances 0.01, 0.1, 1): the Gaussian edge is a floor that any model of the process shares."""
-    p = cosi.make_process("psld")
+    """The learned models' edges (PSLD, CLD) are never below where the plan's exact Gaussian moments are stable
+    (data variances 0.01, 0.1, 1): the Gaussian edge is a floor that any model of the process shares."""
     for s, proc in MIN_NFE:
-        if proc != "psld":
+        if proc == "vp":
             continue
+        p = cosi.make_process(proc)
         k = cosi.nearest_nfe(s, min_nfe(s, proc), p)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

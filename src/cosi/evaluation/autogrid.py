@@ -11,15 +11,17 @@ The grid is written in the log-SNR coordinate normalized to [0, 1],
 
     v(t) = (ℓ(t) − ℓ(T)) / (ℓ(t_min) − ℓ(T)),   0 = v_0 < v_1 < … < v_N = 1,
 
-so that every interior time moves within its neighbours whatever the process. The search starts from the
-sampler's default grid (or the named one given) and moves one interior point at a time to a fraction ±½, ±¼ of
+so that every interior time moves within its neighbours whatever the process. The search starts from the best on
+the probe of the named grids ``STARTS`` and the sampler's default (or from the grid given): on the learned models
+the uniform grid beats the quadratic default at low NFE, on the oracle the reverse (docs/integrators.md, "Default
+time grids"). It then moves one interior point at a time to a fraction ±½, ±¼ of
 the gap towards a neighbour, keeping a move that lowers the proxy; a sweep visits every interior point, and the
 fractions halve after a sweep without improvement (``SWEEPS`` sweeps at most). The result can only improve on its
 start on the probe; whether it generalizes is measured on other draws (docs/benchmarks.md).
 
 Cost: the reference (once per model and probe, shared with ``lam="auto"``), and NFE calls on the probe per try:
-at most ``SWEEPS`` × (N − 1) × 4 tries. The choice is cached per (model, process, sampler, NFE, options) while the
-model lives, and its record (times, proxy before and after, calls, seconds) is returned.
+one per named grid, then at most ``SWEEPS`` × (N − 1) × 4 tries. The choice is cached per (model, process, sampler,
+NFE, options) while the model lives, and its record (times, proxy before and after, calls, seconds) is returned.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ SWEEPS = 4
 MOVES = (0.5, 0.25)  # fractions of the gap to a neighbour tried in the first sweep; halved when a sweep stalls
 CACHE_SIZE = 64
 _CACHE = ModelCache(CACHE_SIZE)
-SEARCH = "log-SNR coordinates, one point at a time, fractions ±1/2, ±1/4 halving, 4 sweeps"
+STARTS = ("uniform", "quadratic", "logsnr")  # the named grids the search may start from
+SEARCH = "best named grid, then log-SNR coordinates, one point at a time, fractions ±1/2, ±1/4 halving, 4 sweeps"
 
 
 def grid_steps(sampler: str, process, nfe: int, denoise: bool = False) -> int:
@@ -63,7 +66,8 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
                 device=None, dtype=torch.float32, ref_nfe: int | None = None, sweeps: int = SWEEPS,
                 **options) -> dict:
     """The tuned grid of ``sampler`` at ``nfe`` calls on this eps_model. Returns {"grid": decreasing float64
-    times, "start": the grid it started from, "proxy": its RMSE on the probe, "proxy_start", "calls"
+    times, "start": the grid the moves started from, "start_kind": its name, "named": the probe RMSE of each named
+    grid tried, "proxy": the tuned grid's RMSE on the probe, "proxy_start": the default (or given) grid's, "calls"
     (network calls on the probe, the reference's included when computed now), "probe", "reference",
     "seconds", "search"}."""
     spec = get_sampler(sampler)
@@ -76,7 +80,8 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
     for k in ("eta", "eta_x"):  # the η = 0 version of a stochastic sampler
         if k in spec.options:
             options[k] = 0.0
-    start = spec.grid(process) if start in (None, "auto") else start
+    named = start in (None, "auto")
+    start = spec.grid(process) if named else start
     key = (*model_key(eps_model), process.key, sampler, nfe, str(start), bool(denoise),
            tuple(sorted((k, str(v)) for k, v in options.items())), tuple(data_shape), sweeps)
     cached = _CACHE.get(eps_model, key)
@@ -101,9 +106,21 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
         err = errors(x, x_ref)["rmse"]
         return err if math.isfinite(err) else math.inf
 
-    v = logsnr_fraction(process, ts0)
-    v[0], v[-1] = 0.0, 1.0
+    def fraction(ts):
+        v = logsnr_fraction(process, torch.as_tensor(ts, dtype=f64))
+        v[0], v[-1] = 0.0, 1.0
+        return v
+
+    v = fraction(ts0)
     best = first = proxy(v)
+    tried = {str(start) if isinstance(start, str) else "given": first}
+    if named:  # the best named grid on the probe is where the search starts
+        for kind in (k for k in STARTS if k != start):
+            ts = time_grid(process, steps, kind)
+            w = fraction(ts)
+            tried[kind] = e = proxy(w)
+            if e < best:
+                best, v, ts0, start = e, w, ts, kind
     moves = MOVES
     for _ in range(sweeps):
         improved = False
@@ -118,7 +135,8 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
                         best, v, improved = e, w, True
         if not improved:
             moves = tuple(m / 2 for m in moves)
-    out = {"grid": _to_t(process, v), "start": ts0, "proxy": best, "proxy_start": first, "calls": calls,
+    out = {"grid": _to_t(process, v), "start": ts0, "start_kind": str(start) if isinstance(start, str) else "given",
+           "named": tried, "proxy": best, "proxy_start": first, "calls": calls,
            "probe": PROBE, "reference": f"RMSE vs {ref}", "seconds": round(time.perf_counter() - t0, 2),
            "search": SEARCH}
     _CACHE.put(eps_model, key, out)
@@ -137,4 +155,4 @@ def resolve(eps_model, process, sampler: str, nfe: int, data_shape, options: dic
     return {**options, "grid": tuning["grid"]}, tuning
 
 
-__all__ = ["choose_grid", "resolve", "grid_steps", "PROBE", "SWEEPS", "MOVES"]
+__all__ = ["choose_grid", "resolve", "grid_steps", "PROBE", "SWEEPS", "MOVES", "STARTS"]

@@ -147,7 +147,7 @@ def test_cosi_sample_warm_start_with_a_given_skip(tmp_path):
             "--warm-start", "shipped", "--skip", "0.2", "--out", str(tmp_path / "o"), "--device", "cpu"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert "skip 0.2 of the log-SNR range, as given" in r.output
+    assert "skip 0.2 of the log-SNR range; as given" in r.output
     man = json.loads((tmp_path / "o" / "images" / "manifest.json").read_text())
     p = cosi.make_process("psld")
     assert man["warm_start"]["skip"] == 0.2

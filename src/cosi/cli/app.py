@@ -354,18 +354,17 @@ def _warm_start(m, which: str, skip: str, sampler: str, nfe: int, grid, denoise:
         stats, name = GaussianStats.shipped(dataset), f"shipped:{dataset}"
     else:
         stats, name = GaussianStats.load(which), str(which)
-    own = {k: v for k, v in opts.items() if k != "graph"}
-    if skip != "auto":
-        found = {"v": v, "t_skip": skip_time(m.process, v)}
-        if not quiet:
-            typer.echo(f"warm start ({name}): t_skip = {found['t_skip']:.4g} (skip {v:g} of the log-SNR range, as given)")
-    else:
+    own = {k: x for k, x in opts.items() if k != "graph"}
+    if skip == "auto":
         found = choose_skip(m.eps_model, m.process, sampler, nfe, stats, grid=grid, device=m.device,
                             denoise=denoise, **own)
-    if not quiet and skip == "auto":
+        how = (f"probe RMSE {found['proxy'][0.0]:.3g} from T -> {found['proxy'][found['v']]:.3g}; "
+               f"{found['calls']} calls on {found['probe']} draws, {found['seconds']:.0f} s")
+    else:
+        found, how = {"v": v, "t_skip": skip_time(m.process, v)}, "as given"
+    if not quiet:
         typer.echo(f"warm start ({name}): t_skip = {found['t_skip']:.4g} (skip {found['v']:g} of the log-SNR range; "
-                   f"probe RMSE {found['proxy'][0.0]:.3g} from T -> {found['proxy'][found['v']]:.3g}; "
-                   f"{found['calls']} calls on {found['probe']} draws, {found['seconds']:.0f} s)")
+                   f"{how})")
     if found["v"] <= 0:
         return grid, None
     times = [round(float(t), 12) for t in skip_grid(m.process, sampler, nfe, found["v"], grid, denoise)]

@@ -256,23 +256,31 @@ def frontier_fd_plan() -> list[tuple[str, str, list[dict]]]:
 
 
 def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: str, models=None) -> None:
-    from cosi.evaluation.accuracy import Reference, run_accuracy
+    """The frontier cells of ``models`` (default: every shipped Fashion-MNIST model), seed 0 then seed 1; a model
+    is loaded (and compiled) only when one of its cells is left."""
+    from cosi.evaluation.accuracy import Reference, accuracy_key, run_accuracy
+    from cosi.evaluation.rows import read_rows
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     t0 = time.monotonic()
     hw = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    models = {}
+    ref = Reference.parse(reference)
+    done = {r["key"] for r in read_rows(out)}
+    loaded = {}
     for seed in (0, 1):
         for name in models or FMNIST_MODELS:
             left = minutes - (time.monotonic() - t0) / 60
             if left <= 0:
                 break
-            if name not in models:
-                models[name] = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
-            model = models[name]
-            run_accuracy(model, name, frontier_plan(name, seed), out, n=n, seed=seed,
-                         reference=Reference.parse(reference), minutes=left, cache_dir=out.parent / "accuracy_refs",
-                         extra={"device_name": hw}, log=lambda m: print(m, flush=True))
+            cells = [c for c in frontier_plan(name, seed) if accuracy_key(
+                name, c["sampler"], c["nfe"], c["project"], c["options"], n, seed, ref) not in done]
+            if not cells:
+                continue
+            if name not in loaded:
+                loaded[name] = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+            run_accuracy(loaded[name], name, cells, out, n=n, seed=seed, reference=ref, minutes=left,
+                         cache_dir=out.parent / "accuracy_refs", extra={"device_name": hw},
+                         log=lambda m: print(m, flush=True))
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 

@@ -153,4 +153,4 @@ def test_cosi_sample_warm_start_with_a_given_skip(tmp_path):
     assert man["warm_start"]["skip"] == 0.2
     assert man["options"]["grid"][0] == pytest.approx(skip_time(p, 0.2)) and man["options"]["grid"][0] < p.T
     bad = CliRunner().invoke(app, args[:-4] + ["--skip", "1.5", "--out", str(tmp_path / "b")])
-    assert bad.exit_code != 0 and "--skip '1.5'" in bad.output and "auto" in bad.output
+    assert bad.exit_code != 0 and "skip '1.5'" in bad.output and "auto" in bad.output

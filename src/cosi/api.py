@@ -91,7 +91,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape
 
 
 def _warm_started(eps_model, process, sampler, nfe, z_T, shape, generator, stats, skip, tuning, kw) -> SampleResult:
-    from .evaluation.warmstart import choose_skip, sample_from_skip
+    from .evaluation.warmstart import resolve_skip, sample_from_skip
 
     if isinstance(kw.get("grid"), str) and kw["grid"] == "auto" or not (kw.get("grid") is None
                                                                          or isinstance(kw["grid"], str)):
@@ -106,11 +106,8 @@ def _warm_started(eps_model, process, sampler, nfe, z_T, shape, generator, stats
         z_T = process.prior_sample(process.state_shape(tuple(shape)), generator=generator, device=dev,
                                    dtype=kw.get("dtype", torch.float32))
     opts = {k: v for k, v in kw.items() if k not in ("device", "dtype", "progress")}
-    record = None
-    if skip == "auto":
-        record = choose_skip(eps_model, process, sampler, nfe, stats, device=z_T.device, **opts)
-        skip = record["v"]
-    res = sample_from_skip(eps_model, process, sampler, nfe, z_T, stats, float(skip), generator=generator, **opts)
+    skip, record = resolve_skip(eps_model, process, sampler, nfe, stats, skip, device=z_T.device, **opts)
+    res = sample_from_skip(eps_model, process, sampler, nfe, z_T, stats, skip, generator=generator, **opts)
     res.tuning = {"lam": tuning, "skip": record} if tuning is not None else record
     return res
 

@@ -334,15 +334,7 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
 
 def _warm_start(m, which: str, skip: str, sampler: str, nfe: int, grid, denoise: bool, opts: dict, quiet: bool):
     """(the grid's times from t_skip, (GaussianStats, its manifest entry)) for ``cosi sample --warm-start``."""
-    from ..evaluation.warmstart import GaussianStats, choose_skip, gaussian_flow, skip_grid, skip_time
-
-    if skip != "auto":
-        try:
-            v = float(skip)
-        except ValueError:
-            v = -1.0
-        if not 0 <= v < 1:
-            raise ValueError(f"--skip {skip!r}: give a fraction of the log-SNR range in [0, 1) (e.g. 0.2), or auto")
+    from ..evaluation.warmstart import GaussianStats, gaussian_flow, resolve_skip, skip_grid, skip_time
 
     if isinstance(grid, (list, tuple)) or grid == "auto":
         raise ValueError("--warm-start lays the sampler's grid kind on [t_min, t_skip]: give --grid as a name "
@@ -355,21 +347,19 @@ def _warm_start(m, which: str, skip: str, sampler: str, nfe: int, grid, denoise:
     else:
         stats, name = GaussianStats.load(which), str(which)
     own = {k: x for k, x in opts.items() if k != "graph"}
-    if skip == "auto":
-        found = choose_skip(m.eps_model, m.process, sampler, nfe, stats, grid=grid, device=m.device,
+    v, found = resolve_skip(m.eps_model, m.process, sampler, nfe, stats, skip, grid=grid, device=m.device,
                             denoise=denoise, **own)
-        how = (f"probe RMSE {found['proxy'][0.0]:.3g} from T -> {found['proxy'][found['v']]:.3g}; "
-               f"{found['calls']} calls on {found['probe']} draws, {found['seconds']:.0f} s")
-    else:
-        found, how = {"v": v, "t_skip": skip_time(m.process, v)}, "as given"
+    how = "as given" if found is None else (
+        f"probe RMSE {found['proxy'][0.0]:.3g} from T -> {found['proxy'][v]:.3g}; "
+        f"{found['calls']} calls on {found['probe']} draws, {found['seconds']:.0f} s")
     if not quiet:
-        typer.echo(f"warm start ({name}): t_skip = {found['t_skip']:.4g} (skip {found['v']:g} of the log-SNR range; "
+        typer.echo(f"warm start ({name}): t_skip = {skip_time(m.process, v):.4g} (skip {v:g} of the log-SNR range; "
                    f"{how})")
-    if found["v"] <= 0:
+    if v <= 0:
         return grid, None
-    times = [round(float(t), 12) for t in skip_grid(m.process, sampler, nfe, found["v"], grid, denoise)]
+    times = [round(float(t), 12) for t in skip_grid(m.process, sampler, nfe, v, grid, denoise)]
     flow = lambda z: gaussian_flow(stats, m.process, z, times[0])  # noqa: E731
-    return times, (flow, {"stats": name, "skip": found["v"]})
+    return times, (flow, {"stats": name, "skip": v})
 
 
 @app.command("eval")

@@ -175,5 +175,21 @@ def choose_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, stats
     return out
 
 
-__all__ = ["GaussianStats", "gaussian_flow", "sample_from_skip", "choose_skip", "skip_time", "skip_grid", "SKIPS",
-           "FLOW_STEPS"]
+def resolve_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, stats: GaussianStats, skip="auto", *,
+                 grid=None, device=None, **options) -> tuple[float, dict | None]:
+    """(v, the search's record or None): ``skip`` given as a fraction in [0, 1), or "auto" (:func:`choose_skip`)."""
+    if isinstance(skip, str) and skip == "auto":
+        record = choose_skip(eps_model, process, sampler, nfe, stats, grid=grid, device=device, **options)
+        return record["v"], record
+    try:
+        v = float(skip)
+    except (TypeError, ValueError):
+        v = -1.0
+    if not 0 <= v < 1:
+        raise ValueError(f"skip {skip!r}: give the fraction of the log-SNR range skipped, in [0, 1) (e.g. 0.2), "
+                         "or 'auto'")
+    return v, None
+
+
+__all__ = ["GaussianStats", "gaussian_flow", "sample_from_skip", "choose_skip", "resolve_skip", "skip_time",
+           "skip_grid", "SKIPS", "FLOW_STEPS"]

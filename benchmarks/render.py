@@ -2,7 +2,7 @@
 
     python benchmarks/render.py [--results benchmarks/results/study] [--out docs/benchmarks.md]
 
-Reads OUT/{psld,vp,lam,tune,seeds,speed,accuracy,project,stability,frontier,frontier_fd}.jsonl,
+Reads OUT/{psld,vp,lam,tune,seeds,speed,accuracy,project,stability,frontier,frontier_fd,autogrid,autogrid_fd}.jsonl,
 benchmarks/results/fmnist_fd.jsonl (the 1000-step references and the data floor), benchmarks/results/
 projection_overhead.jsonl and benchmarks/results/mutation.json; what is missing is reported as not measured. Figures go to
 docs/figures/bench_*.png. Every number in the page is read from those files. The overhead tables are also
@@ -136,10 +136,13 @@ def stability_section(rows: list[dict]) -> list[str]:
     if not rows:
         return lines + ["Not measured yet.", ""]
     r0 = next(r for r in rows if "max_abs" in r)
-    cld = next((r for r in rows if r["model"] == "fmnist-cld" and "max_abs" in r), None)
-    cld_text = "" if cld is None else (
-        f" fmnist-cld's rows: {cld['n']} draws on the CPU, reference {cld['reference']} (`python benchmarks/study.py "
-        f"--stage stability --model fmnist-cld --accuracy-n {cld['n']} --accuracy-reference {cld['reference']}`).")
+    cld = [r for r in rows if r["model"] == "fmnist-cld" and "max_abs" in r]
+    on = " and ".join(dict.fromkeys("the 2-core CPU" if r.get("device_name", "cpu") == "cpu" else r["device_name"]
+                                    for r in cld))
+    cld_text = "" if not cld else (
+        f" fmnist-cld's rows: {cld[0]['n']} draws on {on}, reference {cld[0]['reference']} (`python "
+        f"benchmarks/study.py --stage stability --model fmnist-cld --accuracy-n {cld[0]['n']} --accuracy-reference "
+        f"{cld[0]['reference']}`).")
     lines += [f"The largest |x| over 256 draws (seed 0) of each sampler on its default grid with the projection on "
               f"(ε-form samplers on PSLD and CLD) and `allow_unstable=True`, {r0.get('device_name', r0['device'])}, "
               f"float32 network, TF32 off (`python benchmarks/study.py --stage stability`).{cld_text} In bold: beyond "
@@ -200,6 +203,55 @@ def frontier_section(rows: list[dict], fd_rows: list[dict]) -> list[str]:
             lines.append(f"| {name} | " + " | ".join(vals) + " |")
         lines.append("")
     return lines
+
+
+def second_order_splitting_section(rows: list[dict]) -> list[str]:
+    """csps-2m beside csps-d on fmnist-psld: RMSE per NFE, the projection on, and the order each shows."""
+    import math
+
+    lines = ["## A second-order splitting on the learned model: csps-2m against csps-d", ""]
+    pick = lambda s: {r["nfe"]: r for r in rows if r.get("model") == "fmnist-psld" and r["sampler"] == s  # noqa: E731
+                      and r["project"] and "rmse" in r and not r["options"] and r["grid"] == default_grid(r)}
+    new, old = pick("csps-2m"), pick("csps-d")
+    if not new:
+        return lines + ["Not measured yet.", ""]
+    nfes = sorted(set(new) | {k for k in old if k in (5, 10, 20, 50, 100, 2000, 4000)})
+    r0 = next(iter(new.values()))
+    cell = lambda d, k: "—" if k not in d else f"{d[k]['rmse']:.3g}" + (  # noqa: E731
+        f" (max {d[k]['max_abs']:.3g})" if d[k]["max_abs"] > 2 else "")
+    lines += [f"RMSE against {r0['reference']} from the same {r0['n']} draws, {r0.get('device_name', r0['device'])}, "
+              "float32, TF32 off, projection on, default grids (`python benchmarks/study.py --stage accuracy`). "
+              "csps-2m is refused below its stable range (\"Stable ranges\"); the cells below it were measured with "
+              "`allow_unstable` by the stability stage.", "",
+              "| sampler | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---|" + "---|" * len(nfes)]
+    lines += [f"| {s} | " + " | ".join(cell(d, k) for k in nfes) + " |" for s, d in (("csps-d", old), ("csps-2m", new))]
+    hi = [k for k in (100, 2000) if k in new and k in old]
+    if len(hi) == 2:
+        order = lambda d: math.log(d[hi[0]]["rmse"] / d[hi[1]]["rmse"]) / math.log(hi[1] / hi[0])  # noqa: E731
+        lines += ["", f"Observed order from NFE {hi[0]} to {hi[1]}: csps-d {order(old):.2f}, csps-2m {order(new):.2f}."]
+    return lines + [""]
+
+
+def autogrid_section(rows: list[dict], fd_rows: list[dict]) -> list[str]:
+    """grid="auto" on the learned models: held-out RMSE of the default and tuned grids, the tuning's cost, FD."""
+    lines = ["## grid=\"auto\" on the learned models", ""]
+    if not rows:
+        return lines + ["Not measured yet.", ""]
+    fd = {(r["model"], r["sampler"], r["nfe"]): r["fd"] for r in fd_rows if "fd" in r}
+    r0 = rows[0]
+    lines += [f"Tuned on 64 probe draws (`cosi.tune_grid`, search: best named grid, then one time at a time), judged "
+              f"on {r0['n']} other draws against {r0['reference']}; {r0['device_name']}, float32, TF32 off "
+              "(`python benchmarks/study.py --stage autogrid`). In brackets the median per-draw RMSE. FD of the tuned "
+              "grid: 10k samples, seed 0, bf16 network (`--stage autogrid_fd`). The tuning's cost: network calls on "
+              "the probe and wall seconds, the first cell of a model including its compilation.", "",
+              "| model | sampler | NFE | default grid | tuned grid | calls | seconds | FD (tuned) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f = fd.get((r["model"], r["sampler"], r["nfe"]))
+        lines.append(f"| {r['model']} | {r['sampler']} | {r['nfe']} | {r['default_rmse']:.3g} "
+                     f"({r['default_rmse_median']:.2g}) | {r['auto_rmse']:.3g} ({r['auto_rmse_median']:.2g}) | "
+                     f"{r['tuning_calls']} | {r['tuning_seconds']:.0f} | {'—' if f is None else f'{f:.2f}'} |")
+    return lines + [""]
 
 
 def file_section(title: str, path: Path, body) -> list[str]:
@@ -464,7 +516,7 @@ def load_results(results: Path) -> tuple[dict, list[dict]]:
     every λ row with an FD (lam=auto rows tuned by earlier objectives too)."""
     R = {k: read_rows(results / f"{k}.jsonl")
          for k in ("psld", "vp", "lam", "tune", "seeds", "speed", "final", "accuracy", "project", "stability",
-                   "frontier", "frontier_fd")}
+                   "frontier", "frontier_fd", "autogrid", "autogrid_fd")}
     every_lam = [r for r in R["lam"] if "fd" in r]
     for k in ("psld", "vp", "lam", "tune", "seeds", "final"):
         R[k] = latest_rows(R[k])
@@ -587,8 +639,10 @@ def main() -> None:
         lines += model_section(model, key, R, refs, figs)
     lines += accuracy_section(R["accuracy"])
     lines += csps_d_grid_section(R["accuracy"], R["frontier_fd"], R["project"])
+    lines += second_order_splitting_section(R["accuracy"] + R["stability"])
     lines += stability_section(R["stability"])
     lines += frontier_section(R["frontier"], R["frontier_fd"])
+    lines += autogrid_section(R["autogrid"], R["autogrid_fd"])
     lines += file_section("The Gaussian warm start (issue 21): full size",
                           ROOT / "benchmarks" / "results" / "warmstart.jsonl", warmstart_table)
     lines += projection_fd_section(R["project"], R["psld"])

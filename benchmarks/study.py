@@ -33,9 +33,10 @@ same command continues in the next session where this one stopped):
   frontier   issue 21: accuracy at NFE 4, 5, 6, 8, 10, 15, 20 of the data-prediction samplers on both models
              and of every diffusers peer setting on fmnist-vp (Karras sigmas, lu_lambdas), seeds 0 and 1
   frontier_fd  issue 21: the FD of the same cells (seed 0), and csps-d on the uniform grid (issue 19)
-  autogrid   issue 21: grid="auto" (cosi.tune_grid: 64 probe draws) for gddim-2m and gddim-3m-c at NFE 5, 8, 10
-             on both models, judged on the accuracy stage's 256 held-out draws beside the default grid; the
+  autogrid   issue 21: grid="auto" (cosi.tune_grid: 64 probe draws) for AUTOGRID_SAMPLERS at NFE 10, 5, 8 on
+             every shipped model, judged on the accuracy stage's 256 held-out draws beside the default grid; the
              tuning's calls and seconds recorded
+  autogrid_fd  issue 21: the FD of those tuned grids (seed 0)
 
 The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
 the paper's Table 2 at NFE 50 and 100, their second seeds, the λ curves and the lam=auto check, second
@@ -65,8 +66,9 @@ from cosi.evaluation.sweep import make_cells, run_sweep
 
 NFES = [10, 20, 50, 100, 200]
 STAGES = ["network", "speed", "psld", "vp", "lam", "tune", "seeds", "final", "accuracy", "stability", "frontier",
-          "frontier_fd", "autogrid", "project"]
+          "frontier_fd", "autogrid", "autogrid_fd", "project"]
 FINAL_N = 50_000  # the final stage's samples per cell
+LAM_AUTO_STAGES = {"psld", "vp", "lam", "tune", "seeds", "final", "project"}  # the FD stages with lam="auto" cells
 NETWORKS = {"nchw": (False, None), "nhwc": (True, None), "nchw+compile": (False, "default"),
             "nhwc+compile": (True, "default")}  # name: (channels-last, torch.compile mode)
 
@@ -120,14 +122,14 @@ def fd_plan() -> list[tuple[str, str, list[dict]]]:
 
 ACCURACY_NFES = [5, 10, 20, 50, 100, 2000]
 ACCURACY = {"fmnist-psld": ["euler", "gddim", "gddim-2m", "conjugate", "lambda-ddim-1", "lambda-ddim-2", "nse",
-                            "nvv", "rse", "rvv", "cse", "cvv", "csps-d", "gddim-3m", "gddim-2m-c", "gddim-3m-c"],
+                            "nvv", "rse", "rvv", "cse", "cvv", "csps-d", "csps-2m", "gddim-3m", "gddim-2m-c", "gddim-3m-c"],
             "fmnist-vp": ["euler", "ddim", "gddim", "gddim-2m", "conjugate", "lambda-ddim-1", "lambda-ddim-2",
                           "dpm-solver++", "unipc", "gddim-3m", "gddim-2m-c", "gddim-3m-c"]}
 EPS_FORM = ["euler", "em", "lambda-ddim-1", "lambda-ddim-2", "conjugate", "csps-d", "csps-s", "rvv", "cse", "sscs",
             "roba", "oba", "cvv"]  # the ε-form samplers of the FD study on fmnist-psld (oba, cvv: Table 2's pairs)
 
 
-FIRST_AT_TOP = ["csps-d", "euler", "lambda-ddim-2", "cse", "rvv"]  # issue 19's cases first at the costly top NFE
+FIRST_AT_TOP = ["csps-2m", "csps-d", "euler", "lambda-ddim-2", "cse", "rvv"]  # issue 19's cases first at the costly top NFE
 
 
 def accuracy_plan(name: str, nfes=ACCURACY_NFES, top: bool = False) -> list[dict]:
@@ -284,6 +286,19 @@ def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: st
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
+AUTOGRID_NFES = (10, 5, 8)
+AUTOGRID_SAMPLERS = ("gddim-2m-c", "gddim-3m-c", "gddim-2m")
+
+
+def autogrid_fd_plan(rows_path: Path) -> list[tuple[str, str, list[dict]]]:
+    """The FD cells of the autogrid stage's tuned grids (seed 0), as its rows give them."""
+    from cosi.evaluation.rows import read_rows
+
+    rows = read_rows(rows_path) if rows_path.exists() else []
+    return [("autogrid_fd", name, [{"sampler": r["sampler"], "nfe": r["nfe"], "options": {"grid": r["grid_auto"]},
+                                    "seed": 0} for r in rows if r["model"] == name]) for name in FMNIST_MODELS]
+
+
 def autogrid_stage(out: Path, minutes: float, device: str, n: int, reference: str) -> None:
     from cosi.api import tune_grid
     from cosi.evaluation.accuracy import Reference, accuracy, errors, prior_draws, reference_solution
@@ -293,14 +308,15 @@ def autogrid_stage(out: Path, minutes: float, device: str, n: int, reference: st
     t0 = time.monotonic()
     done = {(r["model"], r["sampler"], r["nfe"]) for r in read_rows(out)}
     ref = Reference.parse(reference)
-    for name in ("fmnist-psld", "fmnist-vp"):
-        model = None
-        for nfe in (10, 5, 8):
-            for s in ("gddim-2m", "gddim-3m-c"):
+    loaded = {}
+    for nfe in AUTOGRID_NFES:
+        for name in FMNIST_MODELS:
+            for s in AUTOGRID_SAMPLERS:
                 if (name, s, nfe) in done or time.monotonic() - t0 > 60 * minutes:
                     continue
-                if model is None:
-                    model = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+                if name not in loaded:
+                    loaded[name] = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+                model = loaded[name]
                 p = model.process
                 tuned = tune_grid(model.eps_model, p, s, nfe, model.data_shape, device=model.device)
                 base = accuracy(model, s, nfe, n=n, reference=ref, cache_dir=out.parent / "accuracy_refs", name=name)
@@ -469,7 +485,8 @@ def main() -> None:
     ref = reference_stats(features, kind, ref_name, ref_dir=args.data_dir)
     ref_features = features.image_features(reference_images(ref_name, args.data_dir))  # for the KID
     # lam=auto picks λ by the FD of 2000 samples to the train split; every FD reported is to the test split
-    objective = FDObjective.held_out(features, kind, "fmnist-train", ref_dir=args.data_dir, batch_size=args.batch_size)
+    objective = (FDObjective.held_out(features, kind, "fmnist-train", ref_dir=args.data_dir, batch_size=args.batch_size)
+                 if set(stages) & LAM_AUTO_STAGES else None)  # the train split is read only where a cell needs it
     graph = dev == "cuda" and not args.no_graph
     net = args.network if args.network != "auto" else fastest_network(args.out / "network.jsonl")
     if dev != "cuda":
@@ -478,7 +495,8 @@ def main() -> None:
     extra = {"features": kind, "device": hw, "dtype": str(dtype).removeprefix("torch."), "network": net,
              "graph": graph}
     models = {}
-    for stage, name, cells in [*fd_plan(), *project_plan(args.project_nfe or (50, 100)), *frontier_fd_plan()]:
+    for stage, name, cells in [*fd_plan(), *project_plan(args.project_nfe or (50, 100)), *frontier_fd_plan(),
+                               *autogrid_fd_plan(args.out / "autogrid.jsonl")]:
         if left() <= 0:
             break
         if stage not in stages:

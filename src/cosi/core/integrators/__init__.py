@@ -200,6 +200,9 @@ register_splitting("cvv", "conjugate velocity Verlet: exponential sub-flows, one
 register_splitting("csps-d", "conjugate splitting PSLD sampler, deterministic: A/2 (conjugate), call, "
                    "B (Euler), A/2 (conjugate); the best deterministic splitting preset",
                    Scheme("A*BA", (HALF, 1, HALF), "A=conjugate,B=euler", "reduced"), note=CSPS_D_NOTE, lam=-3.0)
+register_splitting("csps-2m", "second-order conjugate splitting: A/2, B/2 (conjugate, ε extrapolated through the "
+                   "last two calls), call at the midpoint, B/2, A/2; order 2 at λ = 0, one call per step (+1 at T)",
+                   Scheme("AB*BA", (HALF, HALF, HALF, HALF), "conjugate", "reduced", extrapolate=True), lam=0.0)
 # stochastic (reverse SDE family, noise scale eta; same marginals for every eta)
 register_splitting("oba", "naive OBA splitting (stochastic)", Scheme("OBA", (1, 1, 1), "euler", "naive"), eta="auto")
 register_splitting("bao", "naive BAO splitting (stochastic)", Scheme("BAO", (1, 1, 1), "euler", "naive"), eta="auto")

@@ -31,6 +31,16 @@ reduced (one call per step at the position of '*' in the composition, at the mos
 clock, the latest ε reused by every sub-flow; a scheme whose first sub-flow needs ε before
 the step's call makes one extra call at T). :func:`scheme_algorithm` writes a scheme's step as
 equations; :meth:`Plan.explain` prints a built plan's sub-flows and calls.
+
+Reusing the previous step's ε before the call makes every reduced scheme first order. An ``extrapolate``
+scheme feeds the sub-flows before the call the line through the last two calls instead, evaluated at this
+step's call time c_i (c_{−1} = T, the extra call):
+
+    ε̃ = ε_{i−1} + ρ_i (ε_{i−1} − ε_{i−2}),   ρ_i = (c_i − c_{i−1}) / (c_{i−1} − c_{i−2})
+
+(plain ε_{i−1} in the first step). With symmetric sub-flows exact in their linear part (conjugate, λ = 0) and
+the call at the step's midpoint state, each sub-flow's ε is then second-order accurate, and so is the scheme:
+``csps-2m``, order 2 on the oracle with one call per step (docs/integrators.md, "A second-order splitting").
 """
 
 from __future__ import annotations
@@ -64,7 +74,9 @@ class Scheme:
     composition: letters A, B, O and, for reduced schemes, one '*' marking the call;
     fractions: the fraction of the step h each letter advances (per letter, they sum to 1);
     method: 'euler' or 'conjugate' for the A and B sub-flows;
-    policy: 'naive' or 'reduced'.
+    policy: 'naive' or 'reduced';
+    extrapolate: reduced only: the sub-flows before the call read ε extrapolated from the last two calls to this
+    step's call time (module docstring), not the previous step's ε.
     """
 
     composition: str
@@ -72,6 +84,7 @@ class Scheme:
     method: str = "euler"
     policy: str = "reduced"
     o_part: str = "friction"  # what O integrates besides the noise: 'friction', 'linear' or 'none'
+    extrapolate: bool = False
 
     def __post_init__(self):
         letters = self.composition.replace("*", "")
@@ -86,6 +99,9 @@ class Scheme:
             raise ValueError("a reduced scheme marks its one network call per step with '*'")
         if self.policy == "naive" and "*" in self.composition:
             raise ValueError("a naive scheme calls the network before each sub-flow; drop '*'")
+        if self.extrapolate and (self.policy != "reduced" or self.composition.startswith("*")):
+            raise ValueError("extrapolate feeds the sub-flows before a reduced scheme's call: it needs the reduced "
+                             "policy and a sub-flow before '*'")
         if self.o_part not in ("friction", "linear", "none"):
             raise ValueError(f"o_part must be 'friction', 'linear' or 'none', got {self.o_part!r}")
         for L in "AB":
@@ -228,10 +244,14 @@ def scheme_algorithm(scheme: Scheme) -> str:
     splitting integrators"), with its order and its network calls per step."""
     c = {"A": " (1 + η_x²)", "B": " (1 + η²)"} if scheme.stochastic else {"A": "", "B": ""}
     var = {"A": ("x", "F_A", "S_x", "Π_x"), "B": ("m", "F_B", "S_m", "Π_m")}
-    lines = []
+    lines, called = [], False
+    if scheme.extrapolate:
+        lines.append("    ε̃ ← ε + ρ (ε − ε_prev)   (the line through the last two calls at this step's call time; "
+                     "ε in the first step)")
     for ch, start, end in _walk(scheme):
         if ch == "*":
             lines.append(f"    ε ← ε_θ(z, {clock(start)})")
+            called = True
             continue
         if scheme.policy == "naive" and ch != "O":
             lines.append(f"    ε ← ε_θ(z, {clock(start)})" + ("   (PSLD only)" if ch == "A" else ""))
@@ -249,19 +269,46 @@ def scheme_algorithm(scheme: Scheme) -> str:
             _, _, _, P_ = var[ch]
             eq = (f"z ← A_b⁻¹ (I + {d} λ{P_}) z + A_b⁻¹ ∫_{{t_a}}^{{t_b}} A_u β{c[ch]} {P_} S(u) du ε,"
                   f"  A_u = expm((u − t_a)(λ{P_} − β F_A))".replace("F_A", "F_" + ch))
+        if scheme.extrapolate and not called:
+            eq = eq.replace(" ε", " ε̃")
         lines.append(f"{head:<36} {eq}")
     per = {}
     for name, uses in (("PSLD", {"A": True, "B": True, "O": False}), ("CLD", {"A": False, "B": True, "O": False})):
         n, extra = _calls(scheme, uses)
         per[name] = f"{n}" + (" (+1 at T)" if extra else "")
     calls = per["PSLD"] + " per step" + ("" if per["PSLD"] == per["CLD"] else f" on PSLD, {per['CLD']} on CLD")
-    order = "Weak order 1" if scheme.stochastic else "Order 1"
+    if scheme.extrapolate:
+        order, how, why = "Order 2 at λ = 0, 1 otherwise", "ε extrapolated before the call", "ε of second order over each sub-flow"
+    else:
+        order = "Weak order 1" if scheme.stochastic else "Order 1"
+        how, why = "the latest ε reused by every sub-flow", "ε frozen over each sub-flow"
     return ("One step t → t+h (h < 0), " + ("each call made before the sub-flow it feeds"
-                                            if scheme.policy == "naive" else "the latest ε reused by every sub-flow")
-            + ":\n" + "\n".join(lines) + f"\n{order} (ε frozen over each sub-flow); network calls: {calls}.")
+                                            if scheme.policy == "naive" else how)
+            + ":\n" + "\n".join(lines) + f"\n{order} ({why}); network calls: {calls}.")
 
 
 # ---- the generic builder ------------------------------------------------------------------------
+
+
+def _extrapolated(plan: Plan, scheme: Scheme, items: list, ts, uses_eps: dict) -> dict:
+    """{item index: (chunk reading ε̃ = (1 + ρ) ε − ρ r_0, save chunk or None)} for the sub-flows before the call
+    that read ε: C_ε ε̃ = (1 + ρ_i) C_ε ε − ρ_i C_ε r_0, with r_0 the previous call's ε, saved by the last of these
+    flows (the register is read before it is written). ρ_i = (c_i − c_{i−1}) / (c_{i−1} − c_{i−2}) from the call
+    times c_i = t_i + f h_i (f: the call's clock), c_{−1} = T."""
+    call = next(j for j, item in enumerate(items) if item[0] == "*")
+    before = [j for j in range(call) if uses_eps[items[j][0]]]
+    frac = next(f for ch, f, _ in _walk(scheme) if ch == "*")
+    t, h = ts[:-1], ts[1:] - ts[:-1]
+    c = torch.cat([ts[:1], t + frac * h])  # c_{−1} = T, c_0, c_1, …
+    rho = torch.zeros_like(t)
+    rho[1:] = (c[2:] - c[1:-1]) / (c[1:-1] - c[:-2])
+    keep = plan.coeffs(torch.zeros(len(t), 2, 2, dtype=f64), torch.eye(2, dtype=f64).expand(len(t), 2, 2))
+    out = {}
+    for j in before:
+        Cz, Ce = plan.chunks[items[j][1]][:2]
+        r = rho[:, None, None]
+        out[j] = plan.coeffs(Cz, (1 + r) * Ce, None, -r * Ce), keep if j == before[-1] else None
+    return out
 
 
 def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoise: bool, *,
@@ -314,6 +361,7 @@ def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoi
         label = flow_label(ch, scheme.method_of(ch), start, end, reads_eps=uses_eps[ch], lam=lam, o_part=scheme.o_part)
         items.append((ch, chunk, label, (start, t_a.tolist(), t_b.tolist())))
     last = max(j for j, item in enumerate(items) if item[0] != "*")
+    ahead = _extrapolated(plan, scheme, items, ts, uses_eps) if scheme.extrapolate and extra else {}
 
     times = ts.tolist()
     if scheme.policy == "reduced" and extra:
@@ -327,7 +375,12 @@ def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoi
             start, t_a, t_b = clocks
             if scheme.policy == "naive" and uses_eps[ch]:
                 plan.eval(t_a[i], at=clock(start))
-            plan.lin(t_b[i], chunk, i, label=label, step=i if j == last else None)
+            if j in ahead:  # before the call: ε̃ after the first step, and the last such flow keeps ε as r_0
+                tilde, save = ahead[j]
+                plan.lin(t_b[i], tilde if i else chunk, i, save=save,
+                         label=label.replace("[", "[ε̃, ", 1) if i else label)
+            else:
+                plan.lin(t_b[i], chunk, i, label=label, step=i if j == last else None)
             advanced = min(advanced, t_b[i])
     if denoise:
         add_denoise(plan, process, times[-1])

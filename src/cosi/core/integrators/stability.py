@@ -7,7 +7,7 @@ range named, rather than handed back as a result.
 
 ``MIN_NFE[(sampler, process)]``: the smallest NFE (the steps' calls, without a denoising call) from which the
 sampler stayed inside |x| ≤ ``STABLE_MAX_ABS`` at every larger measured NFE on the shipped learned model of the
-process (fmnist-psld and fmnist-vp: 256 draws on a GPU; fmnist-cld: 16 draws on a CPU; the sampler's default grid and
+process (fmnist-psld and fmnist-vp: 256 draws on a GPU; fmnist-cld: 16 draws; the sampler's default grid and
 options, the projection of ε on), measured by
 ``python benchmarks/study.py --stage stability`` on a GPU and turned into this table by
 ``python benchmarks/stability_table.py`` (docs/benchmarks.md, "Stable ranges"). The stochastic splitting
@@ -26,7 +26,7 @@ STABLE_MAX_ABS = 10.0  # the data lie in [-1, 1] and the converged ODE solution 
 # data-prediction sampler at NFE 4-10 overshoots to at most 8.6 on the 256 draws
 
 # Written by `python benchmarks/stability_table.py` from benchmarks/results/study/stability.jsonl (psld, vp: 256
-# draws on an H200; cld: 16 draws on the 2-core CPU; 2026-12-03).
+# draws on an H200; cld: 16 draws, on the 2-core CPU up to cse and on the H200 from cvv on; 2026-12-03).
 MIN_NFE: dict[tuple[str, str], int] = {
     ('euler', 'psld'): 150,
     ('em', 'psld'): 20,
@@ -66,13 +66,21 @@ MIN_NFE: dict[tuple[str, str], int] = {
     ('rse', 'cld'): 20,
     ('rvv', 'cld'): 15,
     ('cse', 'cld'): 40,
+    ('csps-2m', 'psld'): 15,
+    ('cvv', 'cld'): 30,
+    ('csps-d', 'cld'): 10,
+    ('csps-2m', 'cld'): 15,
+    ('oba', 'cld'): 12,
+    ('bao', 'cld'): 12,
+    ('obab', 'cld'): 20,
+    ('baoab', 'cld'): 40,
 }
 
 
 LOW_NFE = ("gddim-2m-c", "gddim-3m-c", "gddim-2m", "gddim")  # the data-prediction samplers an error suggests
 
 
-# A process whose scan is weaker also takes the edges measured on a related one as a floor: CLD (16 draws on a CPU)
+# A process whose scan is weaker also takes the edges measured on a related one as a floor: CLD (16 draws)
 # and PSLD (256 on a GPU) share the stiffness of their explicit ε-form steps. CLD's scan found PSLD's edge for 9 of
 # the 11 ε-form samplers it reached and a lower one for nse and nvv (20 against 40 and 30); the largest |x| of 16
 # draws under-reports a divergence that 256 show, so cosi keeps the higher edge (docs/benchmarks.md, "Stable ranges").

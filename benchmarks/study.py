@@ -122,9 +122,10 @@ def fd_plan() -> list[tuple[str, str, list[dict]]]:
 
 ACCURACY_NFES = [5, 10, 20, 50, 100, 2000]
 ACCURACY = {"fmnist-psld": ["euler", "gddim", "gddim-2m", "conjugate", "lambda-ddim-1", "lambda-ddim-2", "nse",
-                            "nvv", "rse", "rvv", "cse", "cvv", "csps-d", "csps-2m", "gddim-3m", "gddim-2m-c", "gddim-3m-c"],
+                            "nvv", "rse", "rvv", "cse", "cvv", "csps-d", "csps-2m", "gddim-3m", "gddim-2m-c", "gddim-3m-c",
+                            "heun"],
             "fmnist-vp": ["euler", "ddim", "gddim", "gddim-2m", "conjugate", "lambda-ddim-1", "lambda-ddim-2",
-                          "dpm-solver++", "unipc", "gddim-3m", "gddim-2m-c", "gddim-3m-c"]}
+                          "dpm-solver++", "unipc", "gddim-3m", "gddim-2m-c", "gddim-3m-c", "heun"]}
 EPS_FORM = ["euler", "em", "lambda-ddim-1", "lambda-ddim-2", "conjugate", "csps-d", "csps-s", "rvv", "cse", "sscs",
             "roba", "oba", "cvv"]  # the ε-form samplers of the FD study on fmnist-psld (oba, cvv: Table 2's pairs)
 

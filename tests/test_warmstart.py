@@ -98,8 +98,11 @@ def test_skip_auto_chooses_from_the_candidates_and_records_the_search():
     rec = res.tuning
     assert rec["v"] in rec["proxy"] and rec["proxy"][rec["v"]] == min(rec["proxy"].values())
     assert rec["v"] > 0  # on Gaussian data the closed form beats 5 calls over the whole trajectory
-    with pytest.raises(ValueError, match="grid kind"):
-        cosi.sample(eps, p, "gddim-2m", 5, z_T=z, warm_start=stats, grid="auto")
+    calls = []
+    counted = lambda z, t: calls.append(1) or eps(z, t)  # noqa: E731
+    with pytest.raises(ValueError, match="grid kind"):  # refused before grid="auto" tunes: no call made
+        cosi.sample(counted, p, "gddim-2m", 5, z_T=z, warm_start=stats, grid="auto")
+    assert not calls
 
 
 def test_cosi_sample_warm_start_from_the_shipped_statistics(tmp_path):
@@ -154,3 +157,6 @@ def test_cosi_sample_warm_start_with_a_given_skip(tmp_path):
     assert man["options"]["grid"][0] == pytest.approx(skip_time(p, 0.2)) and man["options"]["grid"][0] < p.T
     bad = CliRunner().invoke(app, args[:-4] + ["--skip", "1.5", "--out", str(tmp_path / "b")])
     assert bad.exit_code != 0 and "skip '1.5'" in bad.output and "auto" in bad.output
+    auto = [a if a != "uniform" else "auto" for a in args[:-4]] + ["--out", str(tmp_path / "c")]
+    bad = CliRunner().invoke(app, auto)  # the same check as the API's, named by the CLI's option
+    assert bad.exit_code != 0 and "give --grid as a name" in bad.output

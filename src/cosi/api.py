@@ -58,6 +58,12 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape
     go to [t_min, t_skip]. ``skip``: the fraction of the log-SNR range skipped, or "auto" (chosen by accuracy on
     a probe, :func:`cosi.evaluation.warmstart.choose_skip`; its record joins ``result.tuning``)."""
     process = make_process(process) if isinstance(process, str) else process
+    if warm_start is not None:  # before any tuning: a refused combination costs nothing
+        from .evaluation.warmstart import check_grid
+
+        check_grid(kw.get("grid"))
+        if kw.get("graph") or kw.get("callback") is not None:
+            raise ValueError("warm_start runs eagerly and without a callback")
     tuning = None
     auto_lam, auto_grid = kw.get("lam") == "auto", isinstance(kw.get("grid"), str) and kw["grid"] == "auto"
     if auto_lam or auto_grid:
@@ -93,12 +99,6 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape
 def _warm_started(eps_model, process, sampler, nfe, z_T, shape, generator, stats, skip, tuning, kw) -> SampleResult:
     from .evaluation.warmstart import resolve_skip, sample_from_skip
 
-    if isinstance(kw.get("grid"), str) and kw["grid"] == "auto" or not (kw.get("grid") is None
-                                                                         or isinstance(kw["grid"], str)):
-        raise ValueError("warm_start lays the sampler's grid kind on [t_min, t_skip]: give grid as a name "
-                         "('quadratic', 'logsnr', ...) or leave it out, not times or 'auto'")
-    if kw.get("graph") or kw.get("callback") is not None:
-        raise ValueError("warm_start runs eagerly and without a callback")
     if z_T is None:
         if shape is None:
             raise ValueError("give z_T (the initial state) or shape (the data shape, e.g. (B, C, H, W))")

@@ -295,6 +295,10 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
 
     t0 = time.perf_counter()
     try:
+        if warm_start is not None:  # before any tuning: a refused combination costs nothing
+            from ..evaluation.warmstart import check_grid
+
+            check_grid(grid, "--grid")
         sampler_opts = {k: v for k, v in opts.items() if k != "graph"}
         resolved, tuning = resolve(m.eps_model, m.process, sampler, nfe, m.data_shape,
                                    {**sampler_opts, "grid": grid, "denoise": denoise}, device=m.device)
@@ -334,11 +338,8 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
 
 def _warm_start(m, which: str, skip: str, sampler: str, nfe: int, grid, denoise: bool, opts: dict, quiet: bool):
     """(the grid's times from t_skip, (GaussianStats, its manifest entry)) for ``cosi sample --warm-start``."""
-    from ..evaluation.warmstart import GaussianStats, gaussian_flow, resolve_skip, skip_grid, skip_time
+    from ..evaluation.warmstart import GaussianStats, resolve_skip, skip_time, start_at_skip
 
-    if isinstance(grid, (list, tuple)) or grid == "auto":
-        raise ValueError("--warm-start lays the sampler's grid kind on [t_min, t_skip]: give --grid as a name "
-                         "(uniform, quadratic, logsnr, ...) or leave it out")
     if which == "shipped":
         dataset = m.config.get("dataset")
         if not dataset:
@@ -355,11 +356,10 @@ def _warm_start(m, which: str, skip: str, sampler: str, nfe: int, grid, denoise:
     if not quiet:
         typer.echo(f"warm start ({name}): t_skip = {skip_time(m.process, v):.4g} (skip {v:g} of the log-SNR range; "
                    f"{how})")
-    if v <= 0:
+    times, first_state = start_at_skip(m.process, sampler, nfe, stats, v, grid, denoise)
+    if times is None:
         return grid, None
-    times = [round(float(t), 12) for t in skip_grid(m.process, sampler, nfe, v, grid, denoise)]
-    flow = lambda z: gaussian_flow(stats, m.process, z, times[0])  # noqa: E731
-    return times, (flow, {"stats": name, "skip": v})
+    return [round(float(t), 12) for t in times], (first_state, {"stats": name, "skip": v})
 
 
 @app.command("eval")

@@ -137,15 +137,35 @@ def skip_grid(process: LinearProcess, sampler: str, nfe: int, v: float, grid=Non
     return time_grid(process, grid_steps(sampler, process, nfe, denoise), kind, T=skip_time(process, v))
 
 
+def check_grid(grid, option: str = "grid") -> None:
+    """The warm start lays a grid kind on [t_min, t_skip]: refuse given times or 'auto' (``option``: the name the
+    caller gave it, 'grid' or '--grid')."""
+    if grid is None or isinstance(grid, str) and grid != "auto":
+        return
+    raise ValueError(f"the warm start lays the sampler's grid kind on [t_min, t_skip]: give {option} as a name "
+                     "(uniform, quadratic, logsnr, ...) or leave it out, not times or 'auto'")
+
+
+def start_at_skip(process: LinearProcess, sampler: str, nfe: int, stats: GaussianStats, v: float, grid=None,
+                  denoise: bool = False):
+    """(times, first_state) of a warm-started run: the sampler's grid kind (``grid``, default its own) laid on
+    [t_min, t_skip] for exactly ``nfe`` calls, and the map z_T ↦ the Gaussian flow's state at t_skip; (None, None)
+    for v = 0, a start at T. The one place both :func:`sample_from_skip` and ``cosi sample --warm-start`` get them."""
+    if v <= 0:
+        return None, None
+    ts = skip_grid(process, sampler, nfe, v, grid, denoise)
+    t_skip = float(ts[0])
+    return ts, lambda z_T: gaussian_flow(stats, process, z_T, t_skip)
+
+
 def sample_from_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, z_T: Tensor, stats: GaussianStats,
                      v: float, grid=None, **options):
-    """``sampler`` with ``nfe`` calls from the Gaussian flow's state at the skip fraction ``v``: its grid
-    (``grid``: a kind, default the sampler's own) laid on [t_min, t_skip]."""
-    if v <= 0:
+    """``sampler`` with ``nfe`` calls from the Gaussian flow's state at the skip fraction ``v``
+    (:func:`start_at_skip`)."""
+    ts, first_state = start_at_skip(process, sampler, nfe, stats, v, grid, options.get("denoise", False))
+    if ts is None:
         return sample(eps_model, process, sampler, nfe, z_T=z_T, grid=grid, **options)
-    ts = skip_grid(process, sampler, nfe, v, grid, options.get("denoise", False))
-    return sample(eps_model, process, sampler, nfe, z_T=gaussian_flow(stats, process, z_T, float(ts[0])), grid=ts,
-                  **options)
+    return sample(eps_model, process, sampler, nfe, z_T=first_state(z_T), grid=ts, **options)
 
 
 def choose_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, stats: GaussianStats, *, grid=None,
@@ -191,5 +211,5 @@ def resolve_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, stat
     return v, None
 
 
-__all__ = ["GaussianStats", "gaussian_flow", "sample_from_skip", "choose_skip", "resolve_skip", "skip_time",
+__all__ = ["GaussianStats", "gaussian_flow", "check_grid", "start_at_skip", "sample_from_skip", "choose_skip", "resolve_skip", "skip_time",
            "skip_grid", "SKIPS", "FLOW_STEPS"]

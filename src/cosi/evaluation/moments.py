@@ -65,7 +65,7 @@ def gaussian_eps_model(process: LinearProcess, mu0, S0):
     k, d = process.k, len(mu0)
 
     def eps(z: Tensor, t: Tensor) -> Tensor:
-        A, a = exact_eps(process, mu0, S0, float(t[0]))
+        A, a = (c.to(z.device) for c in exact_eps(process, mu0, S0, float(t[0])))  # float64, on z's device
         zz = z.to(f64).unflatten(1, (k, d)).transpose(1, 2)  # (B, d, k)
         out = (A @ zz[..., None])[..., 0] + a
         return out.transpose(1, 2).flatten(1).to(z.dtype)

@@ -124,8 +124,8 @@ def gaussian_flow(stats: GaussianStats, process: LinearProcess, z_T: Tensor, t_s
     zt = zf @ U  # each block in the eigenbasis
     eps = gaussian_eps_model(process, (stats.mean.to(z_T.device) @ U).cpu(), stats.eigvals.cpu())
     grid = time_grid(process, FLOW_STEPS, "logsnr", t_min=t_skip)
-    out = sample(eps, process, "gddim-3m-c", FLOW_STEPS, z_T=zt.reshape(B, -1).cpu(), grid=grid).z
-    out = out.to(z_T.device).reshape(B, k, -1) @ U.T
+    out = sample(eps, process, "gddim-3m-c", FLOW_STEPS, z_T=zt.reshape(B, -1), grid=grid).z  # on z_T's device
+    out = out.reshape(B, k, -1) @ U.T
     return out.reshape(z_T.shape).to(z_T.dtype)
 
 

@@ -156,6 +156,8 @@ class LinearProcess:
     t_min: float = 1e-3
     t_train_min: float = 1e-5
     params: tuple = ()  # the user-facing parameters, as (name, value) pairs
+    ode_grid: str = "quadratic"  # the time grid samplers default to here, measured on the oracles (docs/integrators.md,
+    # "Default time grids"): quadratic, log-SNR on VE/EDM; a sampler may override it for a process it was measured on
 
     def __post_init__(self):
         if not (0.0 < self.t_min < self.T):
@@ -498,7 +500,7 @@ def edm(*, t_min: float = 0.002, T: float = 80.0, t_train_min: float | None = No
     Σ₀ = 0, on [t_min, T] = [σ_min, σ_max] = [0.002, 80] (EDM's defaults). β(0) = 0 is harmless: only
     t > 0 is used."""
     return LinearProcess("edm", ((0.0,),), ((1.0,),), ((0.0,),), 0.0, 2.0, float(T), float(t_min),
-                         float(t_min if t_train_min is None else t_train_min))
+                         float(t_min if t_train_min is None else t_train_min), ode_grid="logsnr")
 
 
 def rf(*, t_min: float = 1e-3, T: float = 1 - 1e-3, t_train_min: float = 1e-5) -> RectifiedFlow:

@@ -54,8 +54,9 @@ PHASE_SPACE = Requires("a two-block (x, m) process with constant β", lambda p: 
 class Sampler:
     """A named sampler.
 
-    ``build(process, nfe, grid, denoise, **options) -> Plan``; ``default_grid`` maps a
-    process name to the grid chosen by measurement (docs/integrators.md). A sampler run by
+    ``build(process, nfe, grid, denoise, **options) -> Plan``; its grid defaults to the process's
+    ``ode_grid``, and ``default_grid`` maps a process name to this sampler's own choice where a
+    measurement found another (docs/integrators.md, "Default time grids"). A sampler run by
     another library (the diffusers baselines) has no plan: ``build`` is None and
     ``run(eps_model, process, nfe, z_T, **options) -> (z, calls)`` samples directly.
     """
@@ -74,7 +75,7 @@ class Sampler:
     # depend on the call (eta='auto'), resolved outside the plan cache so that their warnings fire every call
 
     def grid(self, process: LinearProcess) -> str:
-        return self.default_grid.get(process.name, "uniform")
+        return self.default_grid.get(process.name, process.ode_grid)
 
     def accepts(self, process) -> bool:
         """Whether the sampler runs on ``process`` (a LinearProcess or a name): its requirement's test."""
@@ -115,23 +116,20 @@ def register(name: str, description: str, *, coeffs: Callable | None = None,
     SAMPLERS[name] = Sampler(name, description, build, options or {}, **kw)
 
 
-# Default grids: chosen by measurement on the exact-score oracles (docs/integrators.md, "Default
-# time grids"). On PSLD the stiff end near t_min dominates the error.
-_ODE_GRIDS = {"vp": "quadratic", "cld": "quadratic", "psld": "quadratic", "edm": "logsnr", "rf": "quadratic"}
 
 register("euler", "Euler on the probability-flow ODE (order 1, 1 NFE/step)",
-         coeffs=classic.euler, default_grid=_ODE_GRIDS)
+         coeffs=classic.euler)
 register("em", "Euler-Maruyama on the reverse SDE, noise scale eta (1 NFE/step)",
-         coeffs=classic.em, default_grid=_ODE_GRIDS, stochastic=True)
+         coeffs=classic.em, stochastic=True)
 register("ddim", "DDIM on a variance-preserving process: gddim's step, eta of math.md (1 NFE/step)",
-         coeffs=gddim.ddim, requires=VARIANCE_PRESERVING, default_grid=_ODE_GRIDS)
+         coeffs=gddim.ddim, requires=VARIANCE_PRESERVING)
 register("gddim", "data-prediction step (DDIM generalized to every process, exact for point-mass data), "
-         "eta >= 0 (1 NFE/step)", coeffs=gddim.gddim, default_grid=_ODE_GRIDS, eps_form=False)
+         "eta >= 0 (1 NFE/step)", coeffs=gddim.gddim, eps_form=False)
 register("gddim-s", "gddim with the reverse SDE's noise, eta = 1 by default (1 NFE/step)",
-         coeffs=gddim.gddim_s, default_grid=_ODE_GRIDS, stochastic=True, eps_form=False)
+         coeffs=gddim.gddim_s, stochastic=True, eps_form=False)
 register("gddim-2m", "two-step data prediction (x0 linear in t through the last two calls), order 2, "
          "eta >= 0 (1 NFE/step)", build=gddim.gddim_2m_plan, options={"eta": 0.0, "tau": "t"},
-         default_grid={**_ODE_GRIDS, "cld": "logsnr"}, eps_form=False)
+         default_grid={"cld": "logsnr"}, eps_form=False)
 
 
 def _multistep(order: int, corrector: bool, name: str) -> Callable:
@@ -147,15 +145,15 @@ for _q, _c in ((3, False), (2, True), (3, True)):
     register(_name, f"{_q}-step data prediction (x0 polynomial in t through the last {_q} calls)"
              + (", with UniPC's corrector (no extra call)" if _c else "")
              + f", order {_q + _c}, eta >= 0 (1 NFE/step)", build=_multistep(_q, _c, _name),
-             options={"eta": 0.0, "tau": "t", "lower_order_final": False}, default_grid=_ODE_GRIDS, eps_form=False)
+             options={"eta": 0.0, "tau": "t", "lower_order_final": False}, eps_form=False)
 register("heun", "Heun on the probability-flow ODE (EDM's 2nd-order sampler, order 2, 2 NFE/step)",
-         build=classic.heun_plan, default_grid=_ODE_GRIDS, calls=lambda process: (2, 0))
+         build=classic.heun_plan, calls=lambda process: (2, 0))
 register("conjugate", "conjugate integrator with a constant matrix B (B=0: exponential/DDIM)",
-         coeffs=conjugate.conjugate, default_grid=_ODE_GRIDS)
+         coeffs=conjugate.conjugate)
 register("lambda-ddim-1", "conjugate integrator with B = lam * I (lambda-DDIM-I)",
-         coeffs=conjugate.lambda_ddim_1, default_grid=_ODE_GRIDS)
+         coeffs=conjugate.lambda_ddim_1)
 register("lambda-ddim-2", "conjugate integrator with B = lam * ones (lambda-DDIM-II)",
-         coeffs=conjugate.lambda_ddim_2, default_grid=_ODE_GRIDS)
+         coeffs=conjugate.lambda_ddim_2)
 
 
 def register_splitting(name: str, description: str, scheme: Scheme, note: str = "", **defaults) -> None:
@@ -169,7 +167,7 @@ def register_splitting(name: str, description: str, scheme: Scheme, note: str = 
     def resolve(process, nfe, grid, denoise, options):  # eta='auto': the stable schedule of exact moments (eta.py)
         eta = options.get("eta", defaults.get("eta"))
         return {**options, "eta": eta_schedule.resolve(name, process.name, nfe - int(denoise), eta,
-                                                         warn=grid == _ODE_GRIDS.get(process.name))}
+                                                         warn=grid == process.ode_grid)}
 
     if scheme.stochastic:  # which linear terms O integrates with the noise, and the position's own noise
         defaults = {**defaults, "o_part": scheme.o_part, "eta_x": None}  # scale (None: eta): choices to measure
@@ -178,7 +176,7 @@ def register_splitting(name: str, description: str, scheme: Scheme, note: str = 
                      f"'*' the call), {scheme.policy} calls; defaults {shown}.\n\n{scheme_algorithm(scheme)}"
                      + (f"\n\n{note}" if note else ""))
     register(name, description, build=build, options=dict(defaults), requires=PHASE_SPACE,
-             default_grid=_ODE_GRIDS, stochastic=scheme.stochastic, calls=lambda p: scheme_calls(p, scheme),
+             stochastic=scheme.stochastic, calls=lambda p: scheme_calls(p, scheme),
              resolve=resolve if scheme.stochastic else None)
 
 

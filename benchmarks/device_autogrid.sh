@@ -16,8 +16,8 @@ BUDGET=${1:-560}
 source benchmarks/device_setup.sh
 R=benchmarks/results/study
 LOG="$OUT/autogrid.log"
-# study SECONDS ARGS...: one study.py call, killed after SECONDS
-study() { local t=$1; shift; timeout "$t" python benchmarks/study.py --out $R "$@" 2>&1 \
+# study SECONDS ARGS...: one study.py call, killed after SECONDS (at least 1: `timeout 0` would never kill it)
+study() { local t=$(( $1 > 1 ? $1 : 1 )); shift; timeout "$t" python benchmarks/study.py --out $R "$@" 2>&1 \
     | grep -v "^\s*$\|UserWarning\|warnings.warn" | tee -a "$LOG"; }
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$LOG"
 study 110 --stage stability --model fmnist-psld --minutes 1.6

@@ -309,3 +309,12 @@ def test_a_corrupt_cosi_model_pair_is_one_line(tmp_path, tiny):
     refused(["sample", "-m", tmp_path / "m", "--nfe", 4, "--n", 2, "--out", tmp_path / "o", "-q"],
             "corrupt or truncated safetensors file")
     assert not (tmp_path / "o").exists()
+
+
+def test_swapped_sampler_and_process_name_the_order():
+    from cosi.core.integrators import build_plan
+    from cosi.core.processes import make_process
+
+    p = make_process("vp")
+    with pytest.raises(TypeError, match=r"the order is build_plan\(sampler, process, nfe\)"):
+        build_plan(p, "gddim", 10)

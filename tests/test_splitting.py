@@ -113,6 +113,12 @@ def test_extrapolation_needs_a_reduced_scheme_with_a_flow_before_the_call():
         Scheme("BAB", (0.5, 1, 0.5), "euler", "naive", extrapolate=True)
     with pytest.raises(ValueError, match="extrapolate feeds"):
         Scheme("*BA", (1, 1), "euler", "reduced", extrapolate=True)
+    with pytest.raises(ValueError, match="symmetric composition of conjugate sub-flows"):  # measured: order 0.8–1.0
+        Scheme("AB*BA", (0.5,) * 4, "euler", "reduced", extrapolate=True)
+    with pytest.raises(ValueError, match="symmetric composition"):
+        Scheme("AB*", (1, 1), "conjugate", "reduced", extrapolate=True)
+    plan = build_plan("csps-2m", cosi.make_process("psld"), 13)
+    assert plan.steps == 12 and "r₀ ← ε" in plan.explain()  # the per-step callback fires every step
 
 
 @pytest.mark.parametrize("pname,name,opts", [("psld", n, {}) for n in ("oba", "roba", "robab", "coba", "csps-s", "sscs")]

@@ -337,7 +337,8 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
 
 
 def _warm_start(m, which: str, skip: str, sampler: str, nfe: int, grid, denoise: bool, opts: dict, quiet: bool):
-    """(the grid's times from t_skip, (GaussianStats, its manifest entry)) for ``cosi sample --warm-start``."""
+    """(the grid's times from t_skip, (the map of z_T to the Gaussian flow's state at t_skip, its manifest entry)) for
+    ``cosi sample --warm-start``; (grid, None) where the skip is 0."""
     from ..evaluation.warmstart import GaussianStats, resolve_skip, skip_time, start_at_skip
 
     if which == "shipped":

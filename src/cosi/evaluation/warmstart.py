@@ -124,7 +124,8 @@ def gaussian_flow(stats: GaussianStats, process: LinearProcess, z_T: Tensor, t_s
     zt = zf @ U  # each block in the eigenbasis
     eps = gaussian_eps_model(process, (stats.mean.to(z_T.device) @ U).cpu(), stats.eigvals.cpu())
     grid = time_grid(process, FLOW_STEPS, "logsnr", t_min=t_skip)
-    out = sample(eps, process, "gddim-3m-c", FLOW_STEPS, z_T=zt.reshape(B, -1), grid=grid).z  # on z_T's device
+    out = sample(eps, process, "gddim-3m-c", FLOW_STEPS, z_T=zt.reshape(B, -1), grid=grid).z  # the state stays on
+    # z_T's device; the d×k×k coefficients of the Gaussian ε are made on the CPU and copied over at each call
     out = out.reshape(B, k, -1) @ U.T
     return out.reshape(z_T.shape).to(z_T.dtype)
 
@@ -151,6 +152,7 @@ def start_at_skip(process: LinearProcess, sampler: str, nfe: int, stats: Gaussia
     """(times, first_state) of a warm-started run: the sampler's grid kind (``grid``, default its own) laid on
     [t_min, t_skip] for exactly ``nfe`` calls, and the map z_T ↦ the Gaussian flow's state at t_skip; (None, None)
     for v = 0, a start at T. The one place both :func:`sample_from_skip` and ``cosi sample --warm-start`` get them."""
+    check_grid(grid)
     if v <= 0:
         return None, None
     ts = skip_grid(process, sampler, nfe, v, grid, denoise)
@@ -211,5 +213,5 @@ def resolve_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, stat
     return v, None
 
 
-__all__ = ["GaussianStats", "gaussian_flow", "check_grid", "start_at_skip", "sample_from_skip", "choose_skip", "resolve_skip", "skip_time",
-           "skip_grid", "SKIPS", "FLOW_STEPS"]
+__all__ = ["GaussianStats", "gaussian_flow", "check_grid", "start_at_skip", "sample_from_skip", "choose_skip",
+           "resolve_skip", "skip_time", "skip_grid", "SKIPS", "FLOW_STEPS"]

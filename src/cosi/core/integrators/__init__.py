@@ -75,6 +75,9 @@ class Sampler:
     # depend on the call (eta='auto'), resolved outside the plan cache so that their warnings fire every call
 
     def grid(self, process: LinearProcess) -> str:
+        """The grid this sampler defaults to on ``process``; 'own' for a sampler run by another library."""
+        if self.build is None:
+            return "own"
         return self.default_grid.get(process.name, process.ode_grid)
 
     def accepts(self, process) -> bool:
@@ -114,7 +117,6 @@ def register(name: str, description: str, *, coeffs: Callable | None = None,
     if coeffs is not None:
         build, options = single_call(coeffs, name), _options(coeffs)
     SAMPLERS[name] = Sampler(name, description, build, options or {}, **kw)
-
 
 
 register("euler", "Euler on the probability-flow ODE (order 1, 1 NFE/step)",
@@ -167,7 +169,7 @@ def register_splitting(name: str, description: str, scheme: Scheme, note: str = 
     def resolve(process, nfe, grid, denoise, options):  # eta='auto': the stable schedule of exact moments (eta.py)
         eta = options.get("eta", defaults.get("eta"))
         return {**options, "eta": eta_schedule.resolve(name, process.name, nfe - int(denoise), eta,
-                                                         warn=grid == process.ode_grid)}
+                                                         warn=grid == get_sampler(name).grid(process))}
 
     if scheme.stochastic:  # which linear terms O integrates with the noise, and the position's own noise
         defaults = {**defaults, "o_part": scheme.o_part, "eta_x": None}  # scale (None: eta): choices to measure
@@ -258,6 +260,9 @@ def nearest_nfe(sampler: str, nfe: int, process="psld", *, denoise: bool = False
 
 
 def get_sampler(name: str) -> Sampler:
+    if not isinstance(name, str):
+        raise TypeError(f"a sampler is named by a string (e.g. 'gddim-2m'), got {type(name).__name__} {name!r}; "
+                        "the order is build_plan(sampler, process, nfe) and sample(eps_model, process, sampler, nfe)")
     try:
         return SAMPLERS[name]
     except KeyError:

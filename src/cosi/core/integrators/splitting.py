@@ -102,6 +102,12 @@ class Scheme:
         if self.extrapolate and (self.policy != "reduced" or self.composition.startswith("*")):
             raise ValueError("extrapolate feeds the sub-flows before a reduced scheme's call: it needs the reduced "
                              "policy and a sub-flow before '*'")
+        letters = self.composition.replace("*", "")
+        if self.extrapolate and (letters != letters[::-1] or tuple(self.fractions) != tuple(self.fractions)[::-1]
+                                 or any(self.method_of(L) != "conjugate" for L in "AB")):
+            raise ValueError("extrapolate makes a scheme second order only in a symmetric composition of conjugate "
+                             f"sub-flows (e.g. 'AB*BA' with method 'conjugate'); got {self.composition!r} "
+                             f"{self.fractions} with method {self.method!r}")
         if self.o_part not in ("friction", "linear", "none"):
             raise ValueError(f"o_part must be 'friction', 'linear' or 'none', got {self.o_part!r}")
         for L in "AB":
@@ -278,7 +284,8 @@ def scheme_algorithm(scheme: Scheme) -> str:
         per[name] = f"{n}" + (" (+1 at T)" if extra else "")
     calls = per["PSLD"] + " per step" + ("" if per["PSLD"] == per["CLD"] else f" on PSLD, {per['CLD']} on CLD")
     if scheme.extrapolate:
-        order, how, why = "Order 2 at λ = 0, 1 otherwise", "ε extrapolated before the call", "ε of second order over each sub-flow"
+        order, how = "Order 2 at λ = 0, 1 otherwise", "ε extrapolated before the call"
+        why = "each sub-flow fed ε at the step's midpoint to second order; a conjugate sub-flow at λ ≠ 0 is Euler in λ"
     else:
         order = "Weak order 1" if scheme.stochastic else "Order 1"
         how, why = "the latest ε reused by every sub-flow", "ε frozen over each sub-flow"
@@ -375,12 +382,13 @@ def splitting_plan(process: LinearProcess, scheme: Scheme, nfe: int, grid, denoi
             start, t_a, t_b = clocks
             if scheme.policy == "naive" and uses_eps[ch]:
                 plan.eval(t_a[i], at=clock(start))
+            step = i if j == last else None
             if j in ahead:  # before the call: ε̃ after the first step, and the last such flow keeps ε as r_0
                 tilde, save = ahead[j]
-                plan.lin(t_b[i], tilde if i else chunk, i, save=save,
-                         label=label.replace("[", "[ε̃, ", 1) if i else label)
+                shown = (label.replace("[", "[ε̃, ", 1) if i else label) + ("; r₀ ← ε" if save is not None else "")
+                plan.lin(t_b[i], tilde if i else chunk, i, save=save, label=shown, step=step)
             else:
-                plan.lin(t_b[i], chunk, i, label=label, step=i if j == last else None)
+                plan.lin(t_b[i], chunk, i, label=label, step=step)
             advanced = min(advanced, t_b[i])
     if denoise:
         add_denoise(plan, process, times[-1])

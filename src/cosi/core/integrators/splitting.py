@@ -102,7 +102,6 @@ class Scheme:
         if self.extrapolate and (self.policy != "reduced" or self.composition.startswith("*")):
             raise ValueError("extrapolate feeds the sub-flows before a reduced scheme's call: it needs the reduced "
                              "policy and a sub-flow before '*'")
-        letters = self.composition.replace("*", "")
         if self.extrapolate and (letters != letters[::-1] or tuple(self.fractions) != tuple(self.fractions)[::-1]
                                  or any(self.method_of(L) != "conjugate" for L in "AB")):
             raise ValueError("extrapolate makes a scheme second order only in a symmetric composition of conjugate "

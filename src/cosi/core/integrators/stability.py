@@ -81,9 +81,10 @@ LOW_NFE = ("gddim-2m-c", "gddim-3m-c", "gddim-2m", "gddim")  # the data-predicti
 
 
 # A process whose scan is weaker also takes the edges measured on a related one as a floor: CLD (16 draws)
-# and PSLD (256 on a GPU) share the stiffness of their explicit ε-form steps. CLD's scan found PSLD's edge for 9 of
-# the 11 ε-form samplers it reached and a lower one for nse and nvv (20 against 40 and 30); the largest |x| of 16
-# draws under-reports a divergence that 256 show, so cosi keeps the higher edge (docs/benchmarks.md, "Stable ranges").
+# and PSLD (256 on a GPU) share the stiffness of their explicit ε-form steps. CLD's scan found PSLD's edge for 10 of
+# the 18 samplers it reached, a lower one for 7 (nse, nvv, cvv, oba, bao, obab, baoab) and a higher one for csps-d (10
+# against 8); the largest |x| of 16 draws under-reports a divergence that 256 show, so cosi keeps the higher edge
+# (docs/benchmarks.md, "Stable ranges").
 FLOOR_FROM = {"cld": "psld"}
 
 

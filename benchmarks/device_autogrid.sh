@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU call for issues 19 and 21, resumable, ending inside SECONDS (default 560):
-#   1. study.py --stage stability on fmnist-psld (256 draws): the samplers not yet scanned (csps-2m);
-#   2. study.py --stage accuracy: the cells not yet measured (csps-2m at NFE 5 ... 2000);
+#   1. study.py --stage stability on fmnist-psld (256 draws): the samplers not yet scanned;
+#   2. study.py --stage accuracy: the cells not yet measured (heun's, after csps-2m's);
 #   3. study.py --stage autogrid: grid="auto" for AUTOGRID_SAMPLERS at NFE 10, 5, 8 on the three shipped models;
 #   4. study.py --stage autogrid_fd --stage frontier_fd: FD (shipped classifier, 10k samples) of those tuned grids,
 #      then of the frontier cells, NFE 10 and 5 first;

@@ -154,6 +154,14 @@ def stability_section(rows: list[dict]) -> list[str]:
     return lines + markdown(scans()) + [""]
 
 
+def _setting(r: dict, opts: dict) -> str:
+    """A frontier row's sampler and its options beyond the defaults, as a label."""
+    opts = dict(opts)
+    if r.get("grid") not in (None, "own") and isinstance(r.get("grid"), str) and r["grid"] != default_grid(r):
+        opts["grid"] = r["grid"]
+    return r["sampler"] + "".join(f", {k}={v}" for k, v in sorted(opts.items()))
+
+
 FRONTIER_NFES = [4, 5, 6, 8, 10, 15, 20]
 
 
@@ -178,27 +186,22 @@ def frontier_section(rows: list[dict], fd_rows: list[dict]) -> list[str]:
     fds = {}
     for r in fd_rows:
         if "fd" in r:
-            opts = json.loads(r["key"])[3]  # the cell's options as asked
-            fds[(r["model"], r["sampler"], tuple(sorted(opts.items())), r["nfe"])] = r["fd"]
+            fds[(r["model"], _setting(r, json.loads(r["key"])[3]), r["nfe"])] = r["fd"]  # the options as asked
     for model in ("fmnist-vp", "fmnist-psld", "fmnist-cld"):
         mine = [r for r in ok if r["model"] == model]
         if not mine:
             continue
         acc = defaultdict(dict)
         for r in mine:
-            opts = dict(r["options"])
-            if r.get("grid") not in (None, "own") and r["grid"] != default_grid(r):
-                opts["grid"] = r["grid"]
-            acc[(r["sampler"], tuple(sorted(opts.items())))][(r["nfe"], r["seed"])] = r.get("rmse", float("inf"))
+            acc[_setting(r, r["options"])][(r["nfe"], r["seed"])] = r.get("rmse", float("inf"))
         lines += [f"### {model}", "", "| sampler, setting | " + " | ".join(f"NFE {k}" for k in FRONTIER_NFES) + " |",
                   "|---|" + "---|" * len(FRONTIER_NFES)]
-        for (s, opts), cells in acc.items():
-            name = s + "".join(f", {k}={v}" for k, v in opts)
+        for name, cells in acc.items():
             vals = []
             for k in FRONTIER_NFES:
                 a, b = cells.get((k, 0)), cells.get((k, 1))
                 v = "—" if a is None else f"{a:.3g}" + ("" if b is None else f" / {b:.3g}")
-                f = fds.get((model, s, opts, k))
+                f = fds.get((model, name, k))
                 vals.append(v + ("" if f is None else f"; FD {f:.2f}"))
             lines.append(f"| {name} | " + " | ".join(vals) + " |")
         lines.append("")
@@ -260,14 +263,6 @@ def autogrid_section(rows: list[dict], fd_rows: list[dict]) -> list[str]:
                      f"({r['default_rmse_median']:.2g}) | {r['auto_rmse']:.3g} ({r['auto_rmse_median']:.2g}) | "
                      f"{r['tuning_calls']} | {r['tuning_seconds']:.0f} | {'—' if f is None else f'{f:.2f}'} |")
     return lines + [""]
-
-
-def _setting(r: dict, opts: dict) -> str:
-    """A frontier row's sampler and its options beyond the defaults, as a label."""
-    opts = dict(opts)
-    if r.get("grid") not in (None, "own") and isinstance(r.get("grid"), str) and r["grid"] != default_grid(r):
-        opts["grid"] = r["grid"]
-    return r["sampler"] + "".join(f", {k}={v}" for k, v in sorted(opts.items()))
 
 
 def targets_section(R: dict, warm: list[dict]) -> list[str]:

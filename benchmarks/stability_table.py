@@ -25,7 +25,8 @@ SAME_PLAN = {"conjugate": "lambda-ddim-1"}  # at their defaults (B = 0, λ = 0) 
 
 
 def scans(path: Path = ROWS) -> dict:
-    """{(sampler, model): {nfe: max |x|}} on each sampler's default grid."""
+    """{(sampler, model): {nfe: max |x|}} on each sampler's default grid, grouped by model (in the order the rows
+    first name them), each model's samplers in the order they were scanned."""
     out = defaultdict(dict)
     for line in path.read_text().splitlines():
         r = json.loads(line)
@@ -34,7 +35,8 @@ def scans(path: Path = ROWS) -> dict:
         process = make_process(r["model"].split("-")[1])
         if r["grid"] == get_sampler(r["sampler"]).grid(process):
             out[(r["sampler"], r["model"])][r["nfe"]] = r["max_abs"]
-    return out
+    models = list(dict.fromkeys(m for _, m in out))
+    return dict(sorted(out.items(), key=lambda kv: models.index(kv[0][1])))  # sorted() is stable
 
 
 def edge(scan: dict) -> int | None:

@@ -51,6 +51,7 @@ study is judged against come from benchmarks/fmnist_fd.py (benchmarks/results/fm
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -151,12 +152,29 @@ def accuracy_plan(name: str, nfes=ACCURACY_NFES, top: bool = False) -> list[dict
     return list({json.dumps(c, sort_keys=True): c for c in cells}.values())
 
 
+def tf32_off(stage):
+    """Run an accuracy stage with TF32 off (full float32 matmuls and convolutions), restored after it."""
+    @functools.wraps(stage)
+    def run(*args, **kw):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            return stage(*args, **kw)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return run
+
+
+def accurate_model(name: str, device: str):
+    """A shipped model as the accuracy stages run it: float32, compiled on a GPU."""
+    return prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+
+
+@tf32_off
 def accuracy_stage(out: Path, minutes: float, device: str, n: int, reference: str, nfes=ACCURACY_NFES) -> None:
     """The accuracy stage: float32 network (compiled on a GPU), TF32 off; references cached in OUT/../accuracy_refs (not
     committed). Both models below the top NFE first, then both at the top NFE."""
     from cosi.evaluation.accuracy import Reference, run_accuracy
 
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     t0 = time.monotonic()
     hw = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     models = {}
@@ -166,11 +184,10 @@ def accuracy_stage(out: Path, minutes: float, device: str, n: int, reference: st
             if left <= 0:
                 break
             if name not in models:
-                models[name] = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+                models[name] = accurate_model(name, device)
             run_accuracy(models[name], name, accuracy_plan(name, nfes, top), out, n=n,
                          reference=Reference.parse(reference), minutes=left, cache_dir=out.parent / "accuracy_refs",
                          extra={"device_name": hw}, log=lambda s: print(s, flush=True))
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
 STABILITY_NFES = [4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 70, 100, 150, 200, 300, 500, 1000]
@@ -178,6 +195,7 @@ STABLE_MAX_ABS = 10.0  # cosi.core.integrators.stability.STABLE_MAX_ABS
 STABLE_RUN = 4  # a sampler's scan stops after this many consecutive stable NFEs
 
 
+@tf32_off
 def stability_stage(out: Path, minutes: float, device: str, n: int, reference: str,
                     models=("fmnist-psld", "fmnist-vp")) -> None:
     """The stability stage: every sampler of fmnist-psld (and fmnist-vp's ε-form ones; fmnist-cld's with
@@ -189,7 +207,6 @@ def stability_stage(out: Path, minutes: float, device: str, n: int, reference: s
     from cosi.evaluation.accuracy import Reference, run_accuracy
     from cosi.evaluation.rows import read_rows
 
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     t0 = time.monotonic()
     hw = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     for name in models:
@@ -204,7 +221,7 @@ def stability_stage(out: Path, minutes: float, device: str, n: int, reference: s
                 if left <= 0 or run >= STABLE_RUN:
                     break
                 if model is None:
-                    model = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+                    model = accurate_model(name, device)
                 cell = {"sampler": s, "nfe": k, "project": True, "options": {"allow_unstable": True}}
                 run_accuracy(model, name, [cell], out, n=n, reference=Reference.parse(reference), minutes=left,
                              cache_dir=out.parent / "accuracy_refs", extra={"device_name": hw},
@@ -212,7 +229,6 @@ def stability_stage(out: Path, minutes: float, device: str, n: int, reference: s
                 rows = [r for r in read_rows(out) if r["model"] == name and r["sampler"] == s and r["nfe"] == k]
                 ok = rows and rows[-1].get("max_abs", float("inf")) <= STABLE_MAX_ABS
                 run = run + 1 if ok and k >= eta_one else 0 if not ok else run
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
 FRONTIER_NFES = [4, 5, 6, 8, 10, 15, 20]
@@ -258,13 +274,13 @@ def frontier_fd_plan() -> list[tuple[str, str, list[dict]]]:
             *[("frontier_fd", name, cells(name)) for name in FMNIST_MODELS]]
 
 
+@tf32_off
 def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: str, models=None) -> None:
     """The frontier cells of ``models`` (default: every shipped Fashion-MNIST model), seed 0 then seed 1; a model
     is loaded (and compiled) only when one of its cells is left."""
     from cosi.evaluation.accuracy import Reference, accuracy_key, run_accuracy
     from cosi.evaluation.rows import read_rows
 
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     t0 = time.monotonic()
     hw = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     ref = Reference.parse(reference)
@@ -280,11 +296,10 @@ def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: st
             if not cells:
                 continue
             if name not in loaded:
-                loaded[name] = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+                loaded[name] = accurate_model(name, device)
             run_accuracy(loaded[name], name, cells, out, n=n, seed=seed, reference=ref, minutes=left,
                          cache_dir=out.parent / "accuracy_refs", extra={"device_name": hw},
                          log=lambda m: print(m, flush=True))
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
 AUTOGRID_NFES = (10, 5, 8)
@@ -300,12 +315,12 @@ def autogrid_fd_plan(rows_path: Path) -> list[tuple[str, str, list[dict]]]:
                                     "seed": 0} for r in rows if r["model"] == name]) for name in FMNIST_MODELS]
 
 
+@tf32_off
 def autogrid_stage(out: Path, minutes: float, device: str, n: int, reference: str) -> None:
     from cosi.api import tune_grid
     from cosi.evaluation.accuracy import Reference, accuracy, errors, prior_draws, reference_solution
     from cosi.evaluation.rows import read_rows
 
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     t0 = time.monotonic()
     done = {(r["model"], r["sampler"], r["nfe"]) for r in read_rows(out)}
     ref = Reference.parse(reference)
@@ -316,7 +331,7 @@ def autogrid_stage(out: Path, minutes: float, device: str, n: int, reference: st
                 if (name, s, nfe) in done or time.monotonic() - t0 > 60 * minutes:
                     continue
                 if name not in loaded:
-                    loaded[name] = prepared(name, device, torch.float32, "nchw+compile" if device == "cuda" else "nchw")
+                    loaded[name] = accurate_model(name, device)
                 model = loaded[name]
                 p = model.process
                 tuned = tune_grid(model.eps_model, p, s, nfe, model.data_shape, device=model.device)
@@ -338,7 +353,6 @@ def autogrid_stage(out: Path, minutes: float, device: str, n: int, reference: st
                 print(f"autogrid {name} {s} nfe={nfe}: RMSE {base['rmse']:.3g} -> {auto['rmse']:.3g} "
                       f"(median {base['rmse_median']:.3g} -> {auto['rmse_median']:.3g}), {tuned['calls']} calls, "
                       f"{tuned['seconds']:.0f} s", flush=True)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
 def project_plan(nfes=(50, 100)) -> list[tuple[str, str, list[dict]]]:

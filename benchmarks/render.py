@@ -287,10 +287,10 @@ def targets_section(R: dict, warm: list[dict]) -> list[str]:
             fd[(r["model"], r["nfe"])][f"{r['sampler']}, grid=auto"] = r["fd"]
     for r in warm:
         label = _setting({**r, "grid": None}, r.get("options", {})) + f", warm start v={r['v']:g}"
-        acc[(r["model"], r["nfe"], 0)][label] = r["warm"]["rmse"]
+        acc[(r["model"], r["nfe"], r.get("seed", 0))][label] = r["warm"]["rmse"]
         if "fd_warm" in r:
             fd[(r["model"], r["nfe"])][label] = r["fd_warm"]
-    converged = {r["model"]: r["fd"] for r in R["psld"] + R["vp"]  # 10k samples, as every FD compared with it
+    converged = {r["model"]: r["fd"] for r in R["psld"] + R["vp"] + R["frontier_fd"]  # 10k samples, as every FD
                  if r.get("sampler") == "gddim-2m" and r.get("nfe") == 200 and "fd" in r and not r.get("grid")}
     if not acc:
         return lines + ["Not measured yet.", ""]
@@ -344,17 +344,19 @@ def warmstart_table(rows: list[dict]) -> list[str]:
     r0 = rows[0]
     lines = [f"`python benchmarks/warmstart_fmnist.py --model MODEL --stats shipped --sampler S --grid G --nfe N "
              f"--fd 10000` ({r0['device']}; `benchmarks/device_cld.sh`): RMSE against {r0['reference']} from "
-             f"{r0['n']} held-out draws (seed 0, the frontier's), float32, TF32 off; t_skip chosen on a probe of "
+             f"{r0['n']} held-out draws (the frontier's seed 0, or seed 1 where the seed column says so), float32, "
+             "TF32 off; t_skip chosen on a probe of "
              f"{r0['probe']} other draws from 11 log-SNR fractions v (0 … 0.5); FD of 10k samples (seed 0; float32 "
              "network, eager, where the frontier's FD ran bf16 in CUDA graphs) against the test split. The shipped "
              "statistics (`fashion-mnist-train.gauss.safetensors`) cost nothing at run time; computing them from the "
              "60k training images takes 2–3 s on the 2-core CPU (`benchmarks/gauss_stats.py`).",
-             "", "| model | sampler, grid | NFE | RMSE from T → warm (median per draw) | FD from T → warm | "
-             "v (t_skip) | choosing v: calls of the probe batch, s |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
+             "", "| model | sampler, grid | NFE | seed | RMSE from T → warm (median per draw) | FD from T → warm | "
+             "v (t_skip) | choosing v: calls of the probe batch, s |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["model"], r.get("seed", 0), r["nfe"])):
         opts = ", ".join(f"{k}={v}" for k, v in sorted(r.get("options", {}).items())) or "default"
         fd = (f"{r['fd_from_T']:.2f} → {r['fd_warm']:.2f}" if "fd_warm" in r else "—")
-        lines.append(f"| {r['model']} | {r['sampler']}, {opts} | {r['nfe']} | {r['from_T']['rmse']:.3f} "
+        lines.append(f"| {r['model']} | {r['sampler']}, {opts} | {r['nfe']} | {r.get('seed', 0)} | "
+                     f"{r['from_T']['rmse']:.3f} "
                      f"({r['from_T']['rmse_median']:.3f}) → {r['warm']['rmse']:.3f} ({r['warm']['rmse_median']:.3f}) | "
                      f"{fd} | {r['v']:g} ({r['t_skip']:.3f}) | {r['choose_calls']}, {r['choose_seconds']:.1f} |")
     return lines
@@ -528,15 +530,24 @@ def lam_section(R: dict, every_lam: list[dict], figs: Path, cpu_lam: list[dict] 
               "*train* split's statistics; every FD reported is to the *test* split. lam=auto by accuracy: "
               "λ chosen by the distance of 16 samples to the ODE solution of gddim-2m at max(500, 4·NFE) calls "
               "from the same prior draws, no data needed (the default of `cosi.sample`).", ""]
-    for model, s in sorted({(r["model"], r["sampler"]) for r in lam_rows}):
+    # the plain-ε curves (the lam stage, before the projection) and, where the project stage measured one, the
+    # curve with the consistency projection on (the default since issue 19)
+    projected = [r for r in R["project"] if "fd" in r and "lam" in r and r["lam"] != "auto"]
+    curves = [(m, s, False) for m, s in sorted({(r["model"], r["sampler"]) for r in lam_rows})]
+    curves += [(m, s, True) for m, s in sorted({(r["model"], r["sampler"]) for r in projected})]
+    for model, s, proj in curves:
         default = {"lam": SAMPLERS[s].options["lam"]}  # the FD-vs-NFE table's row of s is a point of its λ curve
-        rows = [r for r in lam_rows if r["sampler"] == s and r["model"] == model] + [
-            {**r, **default} for r in R["psld" if model == "fmnist-psld" else "vp"]
+        source, defaults = (R["project"], R["project"]) if proj else (lam_rows, R["psld" if model == "fmnist-psld"
+                                                                                  else "vp"])
+        rows = [r for r in source if r["sampler"] == s and r["model"] == model and "lam" in r and "fd" in r] + [
+            {**r, **default} for r in defaults
             if r["sampler"] == s and "fd" in r and not {"lam", "eta", "grid"} & set(r) and r["nfe"] <= 100]
-        fig = plot_fd_vs_lam(rows, s, figs / f"bench_lam_{s}.png")
+        fig = plot_fd_vs_lam(rows, s, figs / f"bench_lam_{s}{'_projected' if proj else ''}.png")
         steps = sorted({r["lam"] for r in rows if isinstance(r.get("lam"), (int, float))})
-        lines += [f"### {s} ({model})", "", f"λ measured: {', '.join(f'{v:g}' for v in steps)} (not every λ at "
-                  "every NFE).", "",
+        lines += [f"### {s} ({model}{', consistency projection on' if proj else ''})", "",
+                  f"λ measured: {', '.join(f'{v:g}' for v in steps)} (not every λ at every NFE)."
+                  + (" Plain ε, as the paper: these curves predate the projection." if not proj
+                     and any(c[1:] == (s, True) for c in curves) else ""), "",
                   "| NFE | best λ on the grid (FD) | lam=auto by FD: λ (FD seed 0; seed 1) | auto / best | "
                   "lam=auto by accuracy: λ (FD) | its auto / best |", "|---|---|---|---|---|---|"]
         for k in sorted({r["nfe"] for r in rows}):
@@ -545,23 +556,29 @@ def lam_section(R: dict, every_lam: list[dict], figs: Path, cpu_lam: list[dict] 
                 continue
             best = min(grid, key=lambda r: r["fd"])
             by_fd = {r["seed"]: r for r in rows if r["nfe"] == k and tuned_by_fd(r)}
-            accurate = next((r for r in reversed(every_lam) if r["model"] == model and r["sampler"] == s
+            accurate = next((r for r in reversed(every_lam if not proj else R["project"])
+                             if r["model"] == model and r["sampler"] == s
                              and r["nfe"] == k and r.get("lam") == "auto" and r.get("tuning_search")
                              and not tuned_by_fd(r)), None)
             a0 = by_fd.get(0)
             cell = "—" if a0 is None else f"{a0['lam_chosen']:.2f} ({a0['fd']:.2f}" + (
                 f"; {by_fd[1]['fd']:.2f})" if 1 in by_fd else ")")
             ratio = f"{a0['fd'] / best['fd']:.3f}" if a0 else "—"
-            cpu = next((r for r in cpu_lam if r["model"] == model and r["sampler"] == s and r["nfe"] == k), None)
+            cpu = next((r for r in cpu_lam if r["model"] == model and r["sampler"] == s and r["nfe"] == k
+                        and (proj or (model, s, True) not in curves)), None)  # chosen with the projection on
+            at_cpu = next((r for r in grid if cpu and r["lam"] == cpu["lam"]), None)  # the FD at the CPU's choice
             acc = (f"{accurate['lam_chosen']:.2f} ({accurate['fd']:.2f})" if accurate
+                   else f"{cpu['lam']:.2f} (CPU; {at_cpu['fd']:.2f})" if at_cpu
                    else f"{cpu['lam']:.2f} (CPU; FD not measured)" if cpu else "—")
-            acc_ratio = f"{accurate['fd'] / best['fd']:.3f}" if accurate else "—"
+            chosen = accurate or at_cpu
+            acc_ratio = f"{chosen['fd'] / best['fd']:.3f}" if chosen else "—"
             lines.append(f"| {k} | {best['lam']:g} ({best['fd']:.2f}) | {cell} | {ratio} | {acc} | {acc_ratio} |")
         lines += ["", f"![FD vs λ, {s}](figures/{fig.name})", ""]
     if cpu_lam:
-        lines += ["'CPU; FD not measured': λ by the accuracy proxy chosen on the 2-core CPU "
+        lines += ["'CPU': λ by the accuracy proxy chosen on the 2-core CPU "
                   "(`PYTHONPATH=src python benchmarks/lam_accuracy_cpu.py`, `benchmarks/results/lam_accuracy_cpu.jsonl`), "
-                  "the proxy's value at every λ in that file; the FD at that λ needs a GPU run.", ""]
+                  "the proxy's value at every λ in that file; the FD at that λ is the lam stage's row at that λ "
+                  "(GPU, as the rest of the table), or 'FD not measured'.", ""]
     calls = defaultdict(set)
     for r in filter(tuned_by_fd, lam_rows):
         calls[r["nfe"]].add(r["tuning_calls"] // r["nfe"])

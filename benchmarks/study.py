@@ -25,7 +25,8 @@ same command continues in the next session where this one stopped):
              on VP, k = 1, measured once); float32 network (torch.compile on a GPU), TF32 off; NFE <= 100
              first, then 2000
   project    issue 19: FD rows of every ε-form sampler on fmnist-psld with the projection on (the
-             default; the psld stage's older rows are plain ε) at the Table-2 NFEs, and lam=auto again
+             default; the psld stage's older rows are plain ε) at the Table-2 NFEs, lam=auto again, and
+             csps-d's λ curve (NFE 10–100) with the FD at the λ the accuracy proxy chose
   stability  issue 19: max |x| and RMSE (the accuracy rows) of every sampler on fmnist-psld, the ε-form ones
              with the projection on and their stable range ignored (allow_unstable), climbing NFE from 4 until
              STABLE_RUN consecutive NFEs stay inside STABLE_MAX_ABS: the data of the stable ranges
@@ -33,9 +34,9 @@ same command continues in the next session where this one stopped):
   frontier   issue 21: accuracy at NFE 4, 5, 6, 8, 10, 15, 20 of the data-prediction samplers on both models
              and of every diffusers peer setting on fmnist-vp (Karras sigmas, lu_lambdas), seeds 0 and 1
   frontier_fd  issue 21: the FD of the same cells (seed 0), and csps-d on the uniform grid (issue 19)
-  autogrid   issue 21: grid="auto" (cosi.tune_grid: 64 probe draws) for AUTOGRID_SAMPLERS at NFE 10, 5, 8 on
-             every shipped model, judged on the accuracy stage's 256 held-out draws beside the default grid; the
-             tuning's calls and seconds recorded
+  autogrid   issue 21: grid="auto" (cosi.tune_grid: 64 probe draws) for AUTOGRID_SAMPLERS at NFE 10, 5, 8 and
+             for gddim-2m-c at NFE 4, 6, 15, 20 (AUTOGRID_PLAN) on every shipped model, judged on the accuracy
+             stage's 256 held-out draws beside the default grid; the tuning's calls and seconds recorded
   autogrid_fd  issue 21: the FD of those tuned grids (seed 0)
 
 The FD stages run interleaved in the priority order of fd_plan(): the headline samplers at every NFE,
@@ -87,6 +88,16 @@ LAMS = [-6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, "auto"]
 LAMS_FINE = {"fmnist-psld": [0.25 * i for i in range(13)], "fmnist-vp": [-0.5 + 0.125 * i for i in range(9)]}
 
 
+def accuracy_lams(model: str, sampler: str) -> list[tuple[int, float]]:
+    """(NFE, λ) that lam=auto's accuracy proxy chose on the CPU (benchmarks/lam_accuracy_cpu.py): the FD at that λ is
+    the λ table's 'lam=auto by accuracy' cell of the curve with the projection on (the CPU's choice had it on)."""
+    from cosi.evaluation.rows import read_rows
+
+    path = Path(__file__).parent / "results" / "lam_accuracy_cpu.jsonl"
+    return [(r["nfe"], r["lam"]) for r in (read_rows(path) if path.exists() else [])
+            if r["model"] == model and r["sampler"] == sampler]
+
+
 def fd_plan() -> list[tuple[str, str, list[dict]]]:
     """(stage, model, cells) in priority order: what the issue's closing figures need first.
 
@@ -132,6 +143,9 @@ EPS_FORM = ["euler", "em", "lambda-ddim-1", "lambda-ddim-2", "conjugate", "csps-
 
 
 FIRST_AT_TOP = ["csps-2m", "csps-d", "euler", "lambda-ddim-2", "cse", "rvv"]  # issue 19's cases first at the costly top NFE
+# at the top NFE only: csps-d at other λ than its default (−3, tuned on the oracle for few steps), to see how much of its
+# error at NFE 2000 its λ carries (the conjugate A sub-flow at λ ≠ 0 is a first-order step of its own)
+ACCURACY_TOP_OPTIONS = {"fmnist-psld": [("csps-d", {"lam": -4.0}), ("csps-d", {"lam": -6.0}), ("csps-d", {"lam": 4.0})]}
 
 
 def accuracy_plan(name: str, nfes=ACCURACY_NFES, top: bool = False) -> list[dict]:
@@ -149,6 +163,9 @@ def accuracy_plan(name: str, nfes=ACCURACY_NFES, top: bool = False) -> list[dict
         spec = SAMPLERS[s]
         for pr in ([False, True] if spec.eps_form and spec.build is not None and p.k > 1 else [True]):
             cells += [{"sampler": s, "nfe": nearest_nfe(s, k, p), "project": pr, "options": {}} for k in wanted]
+    if top:
+        cells = [{"sampler": s, "nfe": nearest_nfe(s, k, p), "project": True, "options": o}
+                 for s, o in ACCURACY_TOP_OPTIONS.get(name, []) for k in wanted] + cells
     return list({json.dumps(c, sort_keys=True): c for c in cells}.values())
 
 
@@ -263,14 +280,15 @@ def frontier_plan(name: str, seed: int) -> list[dict]:
 
 
 def frontier_fd_plan() -> list[tuple[str, str, list[dict]]]:
-    """The FD cells of the frontier: what frontier_plan measures for accuracy, seed 0, and csps-d on the uniform
-    grid at the Table-2 NFEs."""
+    """The FD cells of the frontier: what frontier_plan measures for accuracy, seed 0, csps-d on the uniform grid at
+    the Table-2 NFEs, and the converged sampler on fmnist-cld (the targets' FD baseline)."""
     first = [10, 5, 8, 4, 6, 15, 20]  # the issue's target NFEs first
 
     def cells(name):
         return sorted(({"sampler": c["sampler"], "nfe": c["nfe"], "options": c["options"], "seed": 0}
                        for c in frontier_plan(name, 0)), key=lambda c: first.index(c["nfe"]) if c["nfe"] in first else 9)
     return [("frontier_fd", "fmnist-psld", make_cells(["csps-d"], [20, 50, 100], grids=["uniform"])),
+            ("frontier_fd", "fmnist-cld", make_cells(["gddim-2m"], [200])),  # CLD's converged FD (PSLD's, VP's: psld, vp)
             *[("frontier_fd", name, cells(name)) for name in FMNIST_MODELS]]
 
 
@@ -302,8 +320,10 @@ def frontier_stage(out: Path, minutes: float, device: str, n: int, reference: st
                          log=lambda m: print(m, flush=True))
 
 
-AUTOGRID_NFES = (10, 5, 8)
 AUTOGRID_SAMPLERS = ("gddim-2m-c", "gddim-3m-c", "gddim-2m")
+# (NFE, samplers) in the order the stage visits them: the three second-order samplers at the issue's target NFEs,
+# then the frontier's other NFEs for gddim-2m-c alone (the README's sampler)
+AUTOGRID_PLAN = [*((k, AUTOGRID_SAMPLERS) for k in (10, 5, 8)), *((k, AUTOGRID_SAMPLERS[:1]) for k in (4, 6, 15, 20))]
 
 
 def autogrid_fd_plan(rows_path: Path) -> list[tuple[str, str, list[dict]]]:
@@ -325,9 +345,9 @@ def autogrid_stage(out: Path, minutes: float, device: str, n: int, reference: st
     done = {(r["model"], r["sampler"], r["nfe"]) for r in read_rows(out)}
     ref = Reference.parse(reference)
     loaded = {}
-    for nfe in AUTOGRID_NFES:
+    for nfe, samplers in AUTOGRID_PLAN:
         for name in FMNIST_MODELS:
-            for s in AUTOGRID_SAMPLERS:
+            for s in samplers:
                 if (name, s, nfe) in done or time.monotonic() - t0 > 60 * minutes:
                     continue
                 if name not in loaded:
@@ -356,10 +376,13 @@ def autogrid_stage(out: Path, minutes: float, device: str, n: int, reference: st
 
 
 def project_plan(nfes=(50, 100)) -> list[tuple[str, str, list[dict]]]:
-    """The FD cells of the project stage: the ε-form samplers at the Table-2 NFEs, then lam=auto (by FD)."""
+    """The FD cells of the project stage: the ε-form samplers at the Table-2 NFEs, lam=auto (by FD), then csps-d's
+    λ curve with the projection on and the λ its accuracy proxy chose (accuracy_lams)."""
     psld = "fmnist-psld"
     return [("project", psld, make_cells(EPS_FORM, list(nfes))),
-            ("project", psld, make_cells(["lambda-ddim-2"], [10, 20, 50, 100], lams=["auto"]))]
+            ("project", psld, make_cells(["lambda-ddim-2"], [10, 20, 50, 100], lams=["auto"])),
+            ("project", psld, make_cells(["csps-d"], [10, 20, 50, 100], lams=LAMS)),  # csps-d's λ curve again
+            *(("project", psld, make_cells(["csps-d"], [k], lams=[lam])) for k, lam in accuracy_lams(psld, "csps-d"))]
 
 
 TARGETS = ["csps-d", "csps-s", "lambda-ddim-2", "em"]  # issue 8's overhead target: <= 1.02 at batch 256, NFE 50

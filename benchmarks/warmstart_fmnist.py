@@ -9,7 +9,8 @@ accuracy on held-out draws beside the same sampler from T (issue 21).
 chosen t_skip, beside the accuracy.
 
 The statistics (mean and full covariance of the 60k training images, float64) take one pass over the data; their
-cost is printed. Held-out draws: prior_draws seed 0 (the accuracy stage's), against --ref from the same draws.
+cost is printed. Held-out draws: prior_draws of --seed (0, the accuracy stage's, by default), against --ref from the
+same draws.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -24,6 +26,10 @@ import cosi
 import cosi.evaluation.warmstart as ws
 from cosi.data import load_fashion_mnist
 from cosi.evaluation.accuracy import Reference, errors, prior_draws, reference_solution
+from cosi.evaluation.rows import read_rows
+
+
+REFS = Path(__file__).parent / "results" / "study" / "accuracy_refs"  # the references, kept between runs (not committed)
 
 
 def main() -> None:
@@ -34,13 +40,15 @@ def main() -> None:
     ap.add_argument("--nfe", type=int, action="append")
     ap.add_argument("--probe", type=int, default=ws.PROBE)
     ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0, help="the held-out draws: prior_draws of this seed (the frontier's "
+                                                          "seeds 0 and 1)")
     ap.add_argument("--ref", default="gddim-2m@2000")
     ap.add_argument("--stats", default="data", choices=["data", "shipped"],
                     help="the Gaussian statistics: of the training images in --data-dir, or the shipped ones")
     ap.add_argument("--grid", default=None, help="a grid kind (default: the sampler's own)")
     ap.add_argument("--option", action="append", default=[], help="sampler option key=value (JSON value)")
     ap.add_argument("--fd", type=int, default=0, metavar="N", help="also the FD from T and warm, N samples (10000)")
-    ap.add_argument("--out", default=None, help="append JSON rows here")
+    ap.add_argument("--out", default=None, help="append JSON rows here; a cell already there is skipped")
     args = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # as the accuracy stage
@@ -58,25 +66,31 @@ def main() -> None:
     ref = Reference.parse(args.ref)
     if args.probe != 64:  # a small probe judges against the same reference as the held-out draws
         ws.reference = lambda process, nfe: (ref.sampler, ref.nfe)
-    z = prior_draws(m.process, m.data_shape, args.n, 0, m.device)
-    x_ref = reference_solution(m.eps_model, m.process, m.data_shape, args.n, 0, ref, device=m.device,
-                               self_check=False, batch_size=256)["x"]
+    z = prior_draws(m.process, m.data_shape, args.n, args.seed, m.device)
+    x_ref = reference_solution(m.eps_model, m.process, m.data_shape, args.n, args.seed, ref, device=m.device,
+                               self_check=False, batch_size=256, cache_dir=REFS, name=args.model)["x"]
     opts = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
     if args.grid:
         opts["grid"] = args.grid
     fd = fd_of(m, args.data_dir, args.fd) if args.fd else None
+    done = {_cell(r) for r in (read_rows(args.out) if args.out and Path(args.out).exists() else [])}
     for s in args.sampler or ["gddim-2m"]:
         for nfe in args.nfe or [5, 10]:
+            if _cell({"model": args.model, "sampler": s, "nfe": nfe, "options": opts, "n": args.n,
+                      "seed": args.seed, "fd_n": args.fd}) in done:  # resumable: a row already in --out is kept
+                continue
             base = errors(torch.cat([cosi.sample(m.eps_model, m.process, s, nfe, z_T=b, **opts).x
                                      for b in z.split(256)]), x_ref)
             rec = ws.choose_skip(m.eps_model, m.process, s, nfe, stats, device=m.device, **opts)
             warm = errors(torch.cat([ws.sample_from_skip(m.eps_model, m.process, s, nfe, b, stats, rec["v"], **opts).x
                                      for b in z.split(256)]), x_ref)
-            row = {"model": args.model, "sampler": s, "nfe": nfe, "options": opts, "n": args.n, "reference": str(ref),
+            row = {"model": args.model, "sampler": s, "nfe": nfe, "options": opts, "n": args.n, "seed": args.seed,
+                   "reference": str(ref),
                    "probe": args.probe, "v": rec["v"], "t_skip": rec["t_skip"], "proxy": rec["proxy"],
                    "from_T": base, "warm": warm, "choose_calls": rec["calls"], "choose_seconds": rec["seconds"],
                    "stats_seconds": round(stats_s, 1), "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu"}
             if fd is not None:
+                row["fd_n"] = args.fd
                 row["fd_from_T"] = fd(s, nfe, opts)
                 grid = {k: v for k, v in opts.items() if k != "grid"}
                 grid["grid"] = ws.skip_grid(m.process, s, nfe, rec["v"], opts.get("grid"))
@@ -86,6 +100,14 @@ def main() -> None:
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
+
+
+def _cell(r: dict) -> str:
+    """What identifies a row: model, sampler, NFE, options, draws, seed and whether (and with how many samples) it
+    has the FD (rows before ``fd_n`` have 10k where they have one)."""
+    fd = r.get("fd_n", 10_000 if "fd_warm" in r else 0)
+    return json.dumps([r["model"], r["sampler"], r["nfe"], r.get("options", {}), r["n"], r.get("seed", 0), fd],
+                      sort_keys=True)
 
 
 def fd_of(m, data_dir, n):

@@ -9,8 +9,9 @@
 #   5. the warm start on the frontier's seed-1 draws (accuracy only) on the three models;
 #   6. study.py --stage stability on fmnist-cld with what is left (16 draws, as its earlier rows).
 #   OUT=out/device bash benchmarks/device_autogrid.sh [SECONDS]
-# Setup as benchmarks/device_setup.sh; needs the Fashion-MNIST splits in .data/fmnist (the train split for the project
-# stage's lam=auto by FD) and diffusers' wheels in .whl. Results: benchmarks/results/study/{stability,accuracy,autogrid,
+# Setup as benchmarks/device_setup.sh; needs the test split in .data/fmnist (t10k-*.gz), diffusers' wheels in .whl, and
+# for the project stage's lam=auto by FD the train split's feature statistics in benchmarks/results/study/train_stats
+# (written by study.py --train-stats DIR where the train split is at hand; the split itself does not fit the carry). Results: benchmarks/results/study/{stability,accuracy,autogrid,
 # autogrid_fd,frontier_fd,project}.jsonl and benchmarks/results/warmstart.jsonl, copied to $OUT.
 set -uo pipefail
 OUT=${OUT:-out/device}
@@ -30,7 +31,7 @@ study 100 --stage accuracy --minutes 1.5
 warm 150 --model fmnist-cld --nfe 10 --nfe 5 --nfe 8 --fd 10000
 study $(( $(left) * 35 / 100 )) --stage autogrid --minutes "$(minutes $(( $(left) * 30 / 100 )))"
 study $(( $(left) - 140 )) --stage frontier_fd --stage autogrid_fd --stage project --network nhwc+compile \
-    --data-dir .data/fmnist --minutes "$(minutes $(( $(left) - 170 )))"
+    --data-dir .data/fmnist --train-stats $R/train_stats --minutes "$(minutes $(( $(left) - 170 )))"
 for m in fmnist-psld fmnist-cld fmnist-vp; do
     warm $(( $(left) - 60 )) --model $m --seed 1 --nfe 10 --nfe 5 --nfe 8
 done

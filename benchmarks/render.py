@@ -120,10 +120,20 @@ def csps_d_grid_section(rows: list[dict], fd_rows: list[dict], project: list[dic
                 v += f"; FD {fd[(g, k)]:.2f}"
             vals.append(v)
         lines.append(f"| {g} | " + " | ".join(vals) + " |")
-    return lines + ["", "The uniform grid solves the ODE more accurately at every NFE measured (it meets the 0.01 "
-                    "target at NFE 2000, where the default quadratic grid does not), yet its FD is far worse at NFE "
-                    "20–100: its long last steps leave structure that the classifier's features see and the RMSE "
-                    "barely does. The default stays quadratic.", ""]
+    lines += ["", "The uniform grid solves the ODE more accurately at every NFE measured (it meets the 0.01 "
+              "target at NFE 2000, where the default quadratic grid does not), yet its FD is far worse at NFE "
+              "20–100: its long last steps leave structure that the classifier's features see and the RMSE "
+              "barely does. The default stays quadratic.", ""]
+    by_lam = {r["options"].get("lam", SAMPLERS["csps-d"].options["lam"]): r for r in rows
+              if "rmse" in r and r["model"] == "fmnist-psld" and r["sampler"] == "csps-d" and r["project"]
+              and r["nfe"] == 2000 and r["grid"] == "quadratic" and set(r["options"]) <= {"lam"}}
+    if len(by_lam) > 1:
+        lines += [f"csps-d at NFE 2000 on the default grid by λ (the default is "
+                  f"{SAMPLERS['csps-d'].options['lam']:g}; same draws and reference): "
+                  + ", ".join(f"λ = {lam:g}: {r['rmse']:.3g}" for lam, r in sorted(by_lam.items()))
+                  + (". No λ measured brings it within 0.01: at this NFE its error is the grid's and the "
+                     "scheme's, not λ's." if min(r["rmse"] for r in by_lam.values()) > 0.01 else "."), ""]
+    return lines
 
 
 def stability_section(rows: list[dict]) -> list[str]:
@@ -285,7 +295,7 @@ def targets_section(R: dict, warm: list[dict]) -> list[str]:
     for r in R["autogrid_fd"]:
         if "fd" in r:
             fd[(r["model"], r["nfe"])][f"{r['sampler']}, grid=auto"] = r["fd"]
-    for r in warm:
+    for r in (r for r in warm if r["v"] > 0):  # v = 0: no skip, the run from T the frontier rows already have
         label = _setting({**r, "grid": None}, r.get("options", {})) + f", warm start v={r['v']:g}"
         acc[(r["model"], r["nfe"], r.get("seed", 0))][label] = r["warm"]["rmse"]
         if "fd_warm" in r:
@@ -515,6 +525,22 @@ def seed_noise(R: dict) -> str:
             f"{100 * rel[-1]:.1f} %; KID cells show their spread over subsets.")
 
 
+def lam_spread(rows: list[dict], s: str, proj: bool) -> list[str]:
+    """One line on a λ curve: the range of λ that lam=auto by FD chose over the NFEs, and the FD at the sampler's
+    default λ against auto's."""
+    auto = {r["nfe"]: r for r in rows if tuned_by_fd(r) and r["seed"] == 0}
+    default = SAMPLERS[s].options["lam"]
+    at_default = {r["nfe"]: r["fd"] for r in rows if r.get("lam") == default and r["seed"] == 0}
+    both = sorted(k for k in auto if k in at_default)
+    if not both:
+        return []
+    chosen = [auto[k]["lam_chosen"] for k in sorted(auto)]
+    ratios = [at_default[k] / auto[k]["fd"] for k in both]
+    return [f"{'With the projection' if proj else 'Plain ε'}: lam=auto by FD chose λ from {min(chosen):.2f} to "
+            f"{max(chosen):.2f} over NFE {min(auto)}–{max(auto)}; the default λ = {default:g} has "
+            f"{min(ratios):.2f}–{max(ratios):.2f} times auto's FD at NFE {', '.join(map(str, both))}.", ""]
+
+
 def lam_section(R: dict, every_lam: list[dict], figs: Path, cpu_lam: list[dict] = ()) -> list[str]:
     """FD vs λ, and the check of lam=auto: by the FD objective (the latest rows of R["lam"]) against
     the best λ of the grid at each NFE, and beside it the accuracy proxy's choice (the latest such
@@ -533,8 +559,8 @@ def lam_section(R: dict, every_lam: list[dict], figs: Path, cpu_lam: list[dict] 
     # the plain-ε curves (the lam stage, before the projection) and, where the project stage measured one, the
     # curve with the consistency projection on (the default since issue 19)
     projected = [r for r in R["project"] if "fd" in r and "lam" in r and r["lam"] != "auto"]
-    curves = [(m, s, False) for m, s in sorted({(r["model"], r["sampler"]) for r in lam_rows})]
-    curves += [(m, s, True) for m, s in sorted({(r["model"], r["sampler"]) for r in projected})]
+    curves = sorted({(r["model"], r["sampler"], False) for r in lam_rows}
+                    | {(r["model"], r["sampler"], True) for r in projected})  # a sampler's two curves together
     for model, s, proj in curves:
         default = {"lam": SAMPLERS[s].options["lam"]}  # the FD-vs-NFE table's row of s is a point of its λ curve
         source, defaults = (R["project"], R["project"]) if proj else (lam_rows, R["psld" if model == "fmnist-psld"
@@ -573,7 +599,7 @@ def lam_section(R: dict, every_lam: list[dict], figs: Path, cpu_lam: list[dict] 
             chosen = accurate or at_cpu
             acc_ratio = f"{chosen['fd'] / best['fd']:.3f}" if chosen else "—"
             lines.append(f"| {k} | {best['lam']:g} ({best['fd']:.2f}) | {cell} | {ratio} | {acc} | {acc_ratio} |")
-        lines += ["", f"![FD vs λ, {s}](figures/{fig.name})", ""]
+        lines += ["", f"![FD vs λ, {s}](figures/{fig.name})", ""] + lam_spread(rows, s, proj)
     if cpu_lam:
         lines += ["'CPU': λ by the accuracy proxy chosen on the 2-core CPU "
                   "(`PYTHONPATH=src python benchmarks/lam_accuracy_cpu.py`, `benchmarks/results/lam_accuracy_cpu.jsonl`), "

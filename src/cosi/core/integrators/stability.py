@@ -74,6 +74,14 @@ MIN_NFE: dict[tuple[str, str], int] = {
     ('bao', 'cld'): 12,
     ('obab', 'cld'): 20,
     ('baoab', 'cld'): 40,
+    ('roba', 'cld'): 12,
+    ('rbao', 'cld'): 12,
+    ('robab', 'cld'): 70,
+    ('rbaoab', 'cld'): 15,
+    ('coba', 'cld'): 12,
+    ('sps-s', 'cld'): 100,
+    ('csps-s', 'cld'): 100,
+    ('sscs', 'cld'): 40,
 }
 
 
@@ -81,10 +89,10 @@ LOW_NFE = ("gddim-2m-c", "gddim-3m-c", "gddim-2m", "gddim")  # the data-predicti
 
 
 # A process whose scan is weaker also takes the edges measured on a related one as a floor: CLD (16 draws)
-# and PSLD (256 on a GPU) share the stiffness of their explicit ε-form steps. CLD's scan found PSLD's edge for 10 of
-# the 18 samplers it reached, a lower one for 7 (nse, nvv, cvv, oba, bao, obab, baoab) and a higher one for csps-d (10
-# against 8); the largest |x| of 16 draws under-reports a divergence that 256 show, so cosi keeps the higher edge
-# (docs/benchmarks.md, "Stable ranges").
+# and PSLD (256 on a GPU) share the stiffness of their explicit ε-form steps. CLD's scan of all 26 samplers found
+# PSLD's edge for 14, a lower one for 9 (nse, nvv, cvv, oba, bao, obab, baoab, robab, sscs) and a higher one for 3
+# (csps-d 10 against 8, rbaoab 15 against 12, sps-s 100 against 70); the largest |x| of 16 draws under-reports a
+# divergence that 256 show, so cosi keeps the higher edge (docs/benchmarks.md, "Stable ranges").
 FLOOR_FROM = {"cld": "psld"}
 
 

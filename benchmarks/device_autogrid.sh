@@ -39,5 +39,7 @@ study $(( $(left) - 15 )) --stage stability --model fmnist-cld --accuracy-n 16 -
     --minutes "$(minutes $(( $(left) - 40 )))"
 for f in stability accuracy autogrid autogrid_fd frontier_fd project; do [ -f $R/$f.jsonl ] && cp $R/$f.jsonl "$OUT/"; done
 cp benchmarks/results/warmstart.jsonl "$OUT/"
-cp -r $R/accuracy_refs "$OUT/"  # the references (a later call carries them back: benchmarks/results/study/accuracy_refs)
+# the references, as one archive (their names hold '@', which the device's copy-back refuses); unpack it into
+# benchmarks/results/study/accuracy_refs and carry that folder to spare a later call computing them again
+tar -czf "$OUT/accuracy_refs.tgz" -C $R accuracy_refs
 echo "session: $(( $(date +%s) - t0 )) s" | tee -a "$LOG"

@@ -353,7 +353,8 @@ def warmstart_table(rows: list[dict]) -> list[str]:
     """The Gaussian warm start at full size: accuracy and FD from T and from the chosen t_skip."""
     r0 = rows[0]
     lines = [f"`python benchmarks/warmstart_fmnist.py --model MODEL --stats shipped --sampler S --grid G --nfe N "
-             f"--fd 10000` ({r0['device']}; `benchmarks/device_cld.sh`): RMSE against {r0['reference']} from "
+             f"--fd 10000` ({r0['device']}; `benchmarks/device_cld.sh`, `benchmarks/device_autogrid.sh`): "
+             f"RMSE against {r0['reference']} from "
              f"{r0['n']} held-out draws (the frontier's seed 0, or seed 1 where the seed column says so), float32, "
              "TF32 off; t_skip chosen on a probe of "
              f"{r0['probe']} other draws from 11 log-SNR fractions v (0 … 0.5); FD of 10k samples (seed 0; float32 "

@@ -144,8 +144,8 @@ EPS_FORM = ["euler", "em", "lambda-ddim-1", "lambda-ddim-2", "conjugate", "csps-
 
 
 FIRST_AT_TOP = ["csps-2m", "csps-d", "euler", "lambda-ddim-2", "cse", "rvv"]  # issue 19's cases first at the costly top NFE
-# at the top NFE only: csps-d at other λ than its default (−3, tuned on the oracle for few steps), to see how much of its
-# error at NFE 2000 its λ carries (the conjugate A sub-flow at λ ≠ 0 is a first-order step of its own)
+# at the top NFE only: csps-d at other λ than its default (−3, tuned on the oracle for few steps), to see how much
+# of its error at NFE 2000 its λ carries (the conjugate A sub-flow at λ ≠ 0 is a first-order step of its own)
 ACCURACY_TOP_OPTIONS = {"fmnist-psld": [("csps-d", {"lam": -4.0}), ("csps-d", {"lam": -6.0}), ("csps-d", {"lam": 4.0})]}
 
 
@@ -289,7 +289,7 @@ def frontier_fd_plan() -> list[tuple[str, str, list[dict]]]:
         return sorted(({"sampler": c["sampler"], "nfe": c["nfe"], "options": c["options"], "seed": 0}
                        for c in frontier_plan(name, 0)), key=lambda c: first.index(c["nfe"]) if c["nfe"] in first else 9)
     return [("frontier_fd", "fmnist-psld", make_cells(["csps-d"], [20, 50, 100], grids=["uniform"])),
-            ("frontier_fd", "fmnist-cld", make_cells(["gddim-2m"], [200])),  # CLD's converged FD (PSLD's, VP's: psld, vp)
+            ("frontier_fd", "fmnist-cld", make_cells(["gddim-2m"], [200])),  # CLD's converged FD (the others': psld, vp)
             *[("frontier_fd", name, cells(name)) for name in FMNIST_MODELS]]
 
 

@@ -29,7 +29,7 @@ from cosi.evaluation.accuracy import Reference, errors, prior_draws, reference_s
 from cosi.evaluation.rows import read_rows
 
 
-REFS = Path(__file__).parent / "results" / "study" / "accuracy_refs"  # the references, kept between runs (not committed)
+REFS = Path(__file__).parent / "results" / "study" / "accuracy_refs"  # references kept between runs (not committed)
 
 
 def main() -> None:

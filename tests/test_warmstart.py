@@ -6,6 +6,8 @@ import torch
 import cosi
 from cosi.core.processes import f64
 from cosi.evaluation.moments import gaussian_eps_model
+import cosi.evaluation.warmstart as ws
+from cosi.core.grids import time_grid
 from cosi.evaluation.warmstart import GaussianStats, gaussian_flow, skip_time
 
 
@@ -51,7 +53,7 @@ def test_the_flow_is_the_ode_solution_of_the_gaussian_in_the_original_coordinate
     z = p.prior_sample(p.state_shape((4, 6)), generator=torch.Generator().manual_seed(2), dtype=f64)
     s = skip_time(p, 0.25)
     out = gaussian_flow(stats, p, z, s)
-    grid = cosi.core.grids.time_grid(p, 400, "quadratic", t_min=s)
+    grid = time_grid(p, 400, "quadratic", t_min=s)
     ref = cosi.sample(rotated_eps(stats, p), p, "gddim-2m", 400, z_T=z, grid=grid).z
     assert (out - ref).abs().max() < 1e-5 * ref.abs().max()
     assert (out - z).abs().max() > 0.1  # it moved
@@ -100,9 +102,59 @@ def test_skip_auto_chooses_from_the_candidates_and_records_the_search():
     assert rec["v"] > 0  # on Gaussian data the closed form beats 5 calls over the whole trajectory
     calls = []
     counted = lambda z, t: calls.append(1) or eps(z, t)  # noqa: E731
-    with pytest.raises(ValueError, match="grid kind"):  # refused before grid="auto" tunes: no call made
-        cosi.sample(counted, p, "gddim-2m", 5, z_T=z, warm_start=stats, grid="auto")
+    times = time_grid(p, 5, "uniform")
+    with pytest.raises(ValueError, match="not times"):  # refused before skip="auto" searches: no call made
+        cosi.sample(counted, p, "gddim-2m", 5, z_T=z, warm_start=stats, grid=times)
     assert not calls
+
+
+def test_grid_auto_after_the_warm_start_tunes_the_times_from_t_skip(monkeypatch):
+    """warm_start with grid="auto": t_skip on the sampler's own grid kind, then the times on [t_min, t_skip] tuned
+    for runs that begin at t_skip from the Gaussian flow (autogrid.Begin); every call lies below t_skip."""
+    import cosi.evaluation.autogrid as ag
+
+    monkeypatch.setattr(ag, "PROBE", 8)
+    p, stats = cosi.make_process("psld"), gaussian(seed=1)
+    eps = rotated_eps(stats, p)
+    seen = []
+
+    def counted(z, t):
+        seen.append(float(t[0]))
+        return eps(z, t)
+
+    z = p.prior_sample(p.state_shape((4, 6)), generator=torch.Generator().manual_seed(6), dtype=f64)
+    res = cosi.sample(counted, p, "gddim-2m", 6, z_T=z, warm_start=stats, skip=0.3, grid="auto")
+    found, t_skip = res.tuning["grid"], skip_time(p, 0.3)
+    g = found["grid"]
+    assert res.tuning["skip"] is None  # the skip was given
+    assert g[0] == pytest.approx(t_skip) and g[-1] == p.t_min and bool((g[1:] < g[:-1]).all()) and len(g) == 7
+    # the named grids were laid on [t_min, t_skip] and the moves started from the best of them on the probe
+    assert found["named"][found["start_kind"]] == min(found["named"].values()) >= found["proxy"]
+    assert found["start"][0] == pytest.approx(t_skip)
+    assert res.nfe == 6 and max(seen[-6:]) <= t_skip + 1e-12  # the batch's calls all lie after t_skip
+    again = ws.sample_on_times(eps, p, "gddim-2m", 6, z, stats, g)  # the same run, by hand
+    assert torch.equal(res.x, again.x)
+    start = cosi.sample(eps, p, "gddim-2m", 6, z_T=z, warm_start=stats, skip=0.3, grid=found["start_kind"])
+    assert not torch.allclose(start.x, res.x)  # the tuned times are not the named grid's
+    # the probe's runs begin at t_skip from the Gaussian flow and are judged against the ODE solution from T
+    from cosi.evaluation.accuracy import Reference, errors, prior_draws, reference_solution
+    from cosi.evaluation.autolam import PROBE_SEED
+
+    probe = prior_draws(p, (6,), 8, PROBE_SEED, None, torch.float32)
+    x_ref = reference_solution(eps, p, (6,), 8, PROBE_SEED, Reference(*ag.reference(p, 6)), self_check=False)["x"]
+    uniform = ws.sample_on_times(eps, p, "gddim-2m", 6, probe, stats, time_grid(p, 6, "uniform", T=t_skip)).x
+    assert found["named"]["uniform"] == pytest.approx(errors(uniform, x_ref)["rmse"], rel=1e-6)
+    assert ws.tune_grid_from_skip(counted, p, "gddim-2m", 6, stats, 0.3) is found  # cached per model
+
+
+def test_a_given_grid_that_starts_elsewhere_than_the_run_is_refused():
+    from cosi.evaluation.autogrid import Begin, choose_grid
+
+    p, stats = cosi.make_process("vp"), gaussian()
+    t = skip_time(p, 0.2)
+    begin = Begin(t, lambda z: gaussian_flow(stats, p, z, t), ("gaussian", stats.fingerprint()))
+    with pytest.raises(ValueError, match="run's start"):
+        choose_grid(rotated_eps(stats, p), p, "gddim-2m", 4, (6,), start=time_grid(p, 4), begin=begin)
 
 
 def test_cosi_sample_warm_start_from_the_shipped_statistics(tmp_path):
@@ -157,6 +209,28 @@ def test_cosi_sample_warm_start_with_a_given_skip(tmp_path):
     assert man["options"]["grid"][0] == pytest.approx(skip_time(p, 0.2)) and man["options"]["grid"][0] < p.T
     bad = CliRunner().invoke(app, args[:-4] + ["--skip", "1.5", "--out", str(tmp_path / "b")])
     assert bad.exit_code != 0 and "skip '1.5'" in bad.output and "auto" in bad.output
-    auto = [a if a != "uniform" else "auto" for a in args[:-4]] + ["--out", str(tmp_path / "c")]
-    bad = CliRunner().invoke(app, auto)  # the same check as the API's, named by the CLI's option
-    assert bad.exit_code != 0 and "give --grid as a name" in bad.output
+
+
+
+def test_cosi_sample_warm_start_with_grid_auto(tmp_path, monkeypatch):
+    """`--warm-start shipped --skip V --grid auto`: the times tuned from t_skip (a tiny search: this checks the
+    plumbing), written into the manifest, starting at t_skip."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import cosi.evaluation.autogrid as ag
+    from cosi.cli.app import app
+
+    monkeypatch.setattr(ag, "PROBE", 2)
+    monkeypatch.setattr(ag, "reference", lambda process, nfe: ("gddim-2m", 8))
+    args = ["sample", "-m", "fmnist-psld", "-s", "gddim-2m", "--nfe", "4", "--n", "2", "--grid", "auto",
+            "--warm-start", "shipped", "--skip", "0.2", "--out", str(tmp_path / "o"), "--device", "cpu"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "grid=auto from t_skip: RMSE on the probe" in r.output
+    man = json.loads((tmp_path / "o" / "images" / "manifest.json").read_text())
+    p = cosi.make_process("psld")
+    assert man["warm_start"]["skip"] == 0.2 and len(man["options"]["grid"]) == 5
+    assert man["options"]["grid"][0] == pytest.approx(skip_time(p, 0.2))
+    assert man["options"]["grid"] != pytest.approx(time_grid(p, 4, "quadratic", T=skip_time(p, 0.2)).tolist())

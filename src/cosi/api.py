@@ -56,7 +56,10 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape
     ``warm_start``: a :class:`cosi.evaluation.warmstart.GaussianStats` of the data; the trajectory from T to
     t_skip is then the closed-form flow of that Gaussian (no network call) and the sampler's ``nfe`` calls all
     go to [t_min, t_skip]. ``skip``: the fraction of the log-SNR range skipped, or "auto" (chosen by accuracy on
-    a probe, :func:`cosi.evaluation.warmstart.choose_skip`; its record joins ``result.tuning``)."""
+    a probe, :func:`cosi.evaluation.warmstart.choose_skip`; its record joins ``result.tuning``). With
+    ``grid="auto"`` the skip is chosen on the sampler's own grid kind, and then the times on [t_min, t_skip] are
+    tuned for runs that start there (:func:`cosi.evaluation.warmstart.tune_grid_from_skip`; ``result.tuning`` is
+    {"lam", "skip", "grid"})."""
     process = make_process(process) if isinstance(process, str) else process
     if warm_start is not None:  # before any tuning: a refused combination costs nothing
         from .evaluation.warmstart import check_grid
@@ -66,6 +69,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape
             raise ValueError("warm_start runs eagerly and without a callback")
     tuning = None
     auto_lam, auto_grid = kw.get("lam") == "auto", isinstance(kw.get("grid"), str) and kw["grid"] == "auto"
+    auto_grid_here = auto_grid and warm_start is None  # with a warm start the times are tuned from t_skip
     if auto_lam or auto_grid:
         if not isinstance(process, LinearProcess):
             raise TypeError(f"process must be a LinearProcess or a name, got {process!r}")
@@ -83,7 +87,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape
         resolved, tuning = resolve(eps_model, process, sampler, nfe, data_shape, lam_own, objective=lam_objective,
                                    device=device)
         kw = {**kw, "lam": resolved["lam"]}
-    if auto_grid:
+    if auto_grid_here:
         from .evaluation.autogrid import resolve as resolve_grid
 
         resolved, grid_tuning = resolve_grid(eps_model, process, sampler, nfe, data_shape, own(), device=device)
@@ -97,7 +101,7 @@ def sample(eps_model: Callable, process, sampler: str, nfe: int, z_T=None, shape
 
 
 def _warm_started(eps_model, process, sampler, nfe, z_T, shape, generator, stats, skip, tuning, kw) -> SampleResult:
-    from .evaluation.warmstart import resolve_skip, sample_from_skip
+    from .evaluation.warmstart import resolve_skip, sample_from_skip, sample_on_times, tune_grid_from_skip
 
     if z_T is None:
         if shape is None:
@@ -106,6 +110,14 @@ def _warm_started(eps_model, process, sampler, nfe, z_T, shape, generator, stats
         z_T = process.prior_sample(process.state_shape(tuple(shape)), generator=generator, device=dev,
                                    dtype=kw.get("dtype", torch.float32))
     opts = {k: v for k, v in kw.items() if k not in ("device", "dtype", "progress")}
+    if isinstance(opts.get("grid"), str) and opts["grid"] == "auto":  # t_skip on the sampler's own grid kind, then
+        del opts["grid"]  # its times on [t_min, t_skip] tuned for runs that start there
+        skip, record = resolve_skip(eps_model, process, sampler, nfe, stats, skip, device=z_T.device, **opts)
+        found = tune_grid_from_skip(eps_model, process, sampler, nfe, stats, skip, device=z_T.device, **opts)
+        res = sample_on_times(eps_model, process, sampler, nfe, z_T, stats, found["grid"], generator=generator,
+                              **opts)
+        res.tuning = {"lam": tuning, "skip": record, "grid": found}
+        return res
     skip, record = resolve_skip(eps_model, process, sampler, nfe, stats, skip, device=z_T.device, **opts)
     res = sample_from_skip(eps_model, process, sampler, nfe, z_T, stats, skip, generator=generator, **opts)
     res.tuning = {"lam": tuning, "skip": record} if tuning is not None else record

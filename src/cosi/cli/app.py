@@ -97,7 +97,7 @@ LargeNfeOpt = typer.Option(False, "--allow-large-nfe", help=f"allow --nfe above 
 EtaOpt = typer.Option(None, "--eta", help="noise scale of stochastic samplers")
 OptionOpt = typer.Option(None, "--option", "-o", help="extra sampler option key=value (repeatable)")
 GridOpt = typer.Option(None, "--grid", help="uniform, quadratic, logsnr, edm, flow-shift, or auto (tuned for the "
-                       "model by accuracy on a probe); default: the sampler's")
+                       "model by accuracy on a probe; with --warm-start, from t_skip); default: the sampler's")
 
 
 @app.command()
@@ -306,8 +306,8 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
             opts = {**opts, "lam": resolved["lam"]}
             if not quiet:
                 typer.echo(_tuning_line(tuning, nfe))
-        if isinstance(grid, str) and grid == "auto":  # the times tuned for this model (deterministic: a resumed
-            from ..evaluation.autogrid import choose_grid  # run tunes the same times and continues the folder)
+        if isinstance(grid, str) and grid == "auto" and warm_start is None:  # the times tuned for this model
+            from ..evaluation.autogrid import choose_grid  # (deterministic: a resumed run tunes the same times)
 
             own = {k: v for k, v in opts.items() if k != "graph"}
             found = choose_grid(m.eps_model, m.process, sampler, nfe, m.data_shape, denoise=denoise, device=m.device,
@@ -339,7 +339,8 @@ def _sample_model(m, describe: dict, sampler: str, nfe: int, n: int, batch_size:
 def _warm_start(m, which: str, skip: str, sampler: str, nfe: int, grid, denoise: bool, opts: dict, quiet: bool):
     """(the grid's times from t_skip, (the map of z_T to the Gaussian flow's state at t_skip, its manifest entry)) for
     ``cosi sample --warm-start``; (grid, None) where the skip is 0."""
-    from ..evaluation.warmstart import GaussianStats, resolve_skip, skip_time, start_at_skip
+    from ..evaluation.warmstart import (GaussianStats, gaussian_flow, resolve_skip, skip_time, start_at_skip,
+                                        tune_grid_from_skip)
 
     if which == "shipped":
         dataset = m.config.get("dataset")
@@ -349,18 +350,30 @@ def _warm_start(m, which: str, skip: str, sampler: str, nfe: int, grid, denoise:
     else:
         stats, name = GaussianStats.load(which), str(which)
     own = {k: x for k, x in opts.items() if k != "graph"}
-    v, found = resolve_skip(m.eps_model, m.process, sampler, nfe, stats, skip, grid=grid, device=m.device,
-                            denoise=denoise, **own)
+    auto = isinstance(grid, str) and grid == "auto"  # t_skip on the sampler's own grid kind, then times tuned from it
+    v, found = resolve_skip(m.eps_model, m.process, sampler, nfe, stats, skip, grid=None if auto else grid,
+                            device=m.device, denoise=denoise, **own)
     how = "as given" if found is None else (
         f"probe RMSE {found['proxy'][0.0]:.3g} from T -> {found['proxy'][v]:.3g}; "
         f"{found['calls']} calls on {found['probe']} draws, {found['seconds']:.0f} s")
     if not quiet:
         typer.echo(f"warm start ({name}): t_skip = {skip_time(m.process, v):.4g} (skip {v:g} of the log-SNR range; "
                    f"{how})")
-    times, first_state = start_at_skip(m.process, sampler, nfe, stats, v, grid, denoise)
+    if auto:
+        tuned = tune_grid_from_skip(m.eps_model, m.process, sampler, nfe, stats, v, denoise=denoise, device=m.device,
+                                    **own)
+        if not quiet:
+            typer.echo(f"grid=auto from t_skip: RMSE on the probe {tuned['proxy_start']:.3g} -> {tuned['proxy']:.3g} "
+                       f"({tuned['calls']} calls on {tuned['probe']} draws, {tuned['seconds']:.0f} s)")
+        times = tuned["grid"]
+        t_skip = float(times[0])
+        first_state = None if v <= 0 else (lambda z_T: gaussian_flow(stats, m.process, z_T, t_skip))
+    else:
+        times, first_state = start_at_skip(m.process, sampler, nfe, stats, v, grid, denoise)
     if times is None:
         return grid, None
-    return [round(float(t), 12) for t in times], (first_state, {"stats": name, "skip": v})
+    times = [round(float(t), 12) for t in times]
+    return times, None if first_state is None else (first_state, {"stats": name, "skip": v})
 
 
 @app.command("eval")

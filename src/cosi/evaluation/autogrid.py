@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable, NamedTuple
 
 import torch
+from torch import Tensor
 
 from ..core.grids import logsnr_fraction, time_at_logsnr_fraction, time_grid
 from ..core.integrators import get_sampler
@@ -56,20 +58,33 @@ def grid_steps(sampler: str, process, nfe: int, denoise: bool = False) -> int:
     return steps_for(nfe, per_step, extra, denoise, sampler)
 
 
-def _to_t(process, v):
+class Begin(NamedTuple):
+    """A run that begins below T: at time ``t``, from ``state(z_T)`` (computed without the network, e.g. the
+    Gaussian warm start's flow), with ``key`` what identifies that map in a cache key."""
+
+    t: float
+    state: Callable[[Tensor], Tensor]
+    key: tuple
+
+
+def _to_t(process, v, t0: float):
     ts = time_at_logsnr_fraction(process, v)
-    ts[0], ts[-1] = process.T, process.t_min
+    ts[0], ts[-1] = t0, process.t_min
     return ts
 
 
 def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start=None, denoise: bool = False,
                 device=None, dtype=torch.float32, ref_nfe: int | None = None, sweeps: int = SWEEPS,
-                **options) -> dict:
+                begin: Begin | None = None, **options) -> dict:
     """The tuned grid of ``sampler`` at ``nfe`` calls on this eps_model. Returns {"grid": decreasing float64
     times, "start": the grid the moves started from, "start_kind": its name, "named": the probe RMSE of each named
     grid tried, "proxy": the tuned grid's RMSE on the probe, "proxy_start": the default (or given) grid's, "calls"
     (network calls on the probe, the reference's included when computed now), "probe", "reference",
-    "seconds", "search"}."""
+    "seconds", "search"}.
+
+    ``begin``: the runs start at ``begin.t`` from ``begin.state(z_T)`` instead of at T (the named grids are laid on
+    [t_min, begin.t], and the first time stays there); the reference still solves the ODE from T with the
+    network, so the tuning judges the whole run, the start included."""
     spec = get_sampler(sampler)
     if spec.build is None:
         raise ValueError(f"sampler {sampler!r} runs in another library and takes its own timesteps: grid='auto' "
@@ -82,16 +97,22 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
             options[k] = 0.0
     named = start in (None, "auto")
     start = spec.grid(process) if named else start
+    t0_run = process.T if begin is None else float(begin.t)
     key = (*model_key(eps_model), process.key, sampler, nfe, str(start), bool(denoise),
-           tuple(sorted((k, str(v)) for k, v in options.items())), tuple(data_shape), sweeps)
+           tuple(sorted((k, str(v)) for k, v in options.items())), tuple(data_shape), sweeps,
+           None if begin is None else (t0_run, begin.key))
     cached = _CACHE.get(eps_model, key)
     if cached is not None:
         return cached
     t0 = time.perf_counter()
     steps = grid_steps(sampler, process, nfe, denoise)
-    ts0 = start if not isinstance(start, str) else time_grid(process, steps, start)
+    ts0 = start if not isinstance(start, str) else time_grid(process, steps, start, T=t0_run)
     ts0 = torch.as_tensor(ts0, dtype=f64)
+    if abs(float(ts0[0]) - t0_run) > 1e-9 * process.T:
+        raise ValueError(f"the grid given starts at {float(ts0[0]):.6g}, the run at {t0_run:.6g}: give times from "
+                         "the run's start")
     z_T = prior_draws(process, data_shape, PROBE, PROBE_SEED, device, dtype)
+    z_start = z_T if begin is None else begin.state(z_T)
     ref_name, default_nfe = reference(process, nfe)
     ref = Reference(ref_name, ref_nfe or default_nfe)
     solved = reference_solution(eps_model, process, data_shape, PROBE, PROBE_SEED, ref, device=device, dtype=dtype,
@@ -101,14 +122,16 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
     def proxy(v) -> float:
         nonlocal calls
         calls += nfe
-        x = sample(eps_model, process, sampler, nfe, z_T=z_T, grid=_to_t(process, v), denoise=denoise,
+        x = sample(eps_model, process, sampler, nfe, z_T=z_start, grid=_to_t(process, v, t0_run), denoise=denoise,
                    **options).x
         err = errors(x, x_ref)["rmse"]
         return err if math.isfinite(err) else math.inf
 
+    v_start = 0.0 if begin is None else float(logsnr_fraction(process, torch.tensor(t0_run, dtype=f64)))
+
     def fraction(ts):
         v = logsnr_fraction(process, torch.as_tensor(ts, dtype=f64))
-        v[0], v[-1] = 0.0, 1.0
+        v[0], v[-1] = v_start, 1.0
         return v
 
     v = fraction(ts0)
@@ -116,7 +139,7 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
     tried = {str(start) if isinstance(start, str) else "given": first}
     if named:  # the best named grid on the probe is where the search starts
         for kind in (k for k in STARTS if k != start):
-            ts = time_grid(process, steps, kind)
+            ts = time_grid(process, steps, kind, T=t0_run)
             w = fraction(ts)
             tried[kind] = e = proxy(w)
             if e < best:
@@ -135,8 +158,8 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
                         best, v, improved = e, w, True
         if not improved:
             moves = tuple(m / 2 for m in moves)
-    out = {"grid": _to_t(process, v), "start": ts0, "start_kind": str(start) if isinstance(start, str) else "given",
-           "named": tried, "proxy": best, "proxy_start": first, "calls": calls,
+    out = {"grid": _to_t(process, v, t0_run), "start": ts0,
+           "start_kind": str(start) if isinstance(start, str) else "given", "named": tried, "proxy": best, "proxy_start": first, "calls": calls,
            "probe": PROBE, "reference": f"RMSE vs {ref}", "seconds": round(time.perf_counter() - t0, 2),
            "search": SEARCH}
     _CACHE.put(eps_model, key, out)
@@ -155,4 +178,4 @@ def resolve(eps_model, process, sampler: str, nfe: int, data_shape, options: dic
     return {**options, "grid": tuning["grid"]}, tuning
 
 
-__all__ = ["choose_grid", "resolve", "grid_steps", "PROBE", "SWEEPS", "MOVES", "STARTS"]
+__all__ = ["choose_grid", "resolve", "grid_steps", "Begin", "PROBE", "SWEEPS", "MOVES", "STARTS"]

@@ -35,7 +35,7 @@ from ..core.grids import time_at_logsnr_fraction, time_grid
 from ..core.processes import LinearProcess, f64
 from ..core.sampling import sample
 from .accuracy import Reference, errors, prior_draws, reference_solution
-from .autogrid import PROBE, grid_steps
+from .autogrid import PROBE, Begin, choose_grid, grid_steps
 from .autolam import PROBE_SEED, reference
 from .cache import ModelCache, model_key
 from .moments import gaussian_eps_model
@@ -139,20 +139,24 @@ def skip_grid(process: LinearProcess, sampler: str, nfe: int, v: float, grid=Non
 
 
 def check_grid(grid, option: str = "grid") -> None:
-    """The warm start lays a grid kind on [t_min, t_skip]: refuse given times or 'auto' (``option``: the name the
-    caller gave it, 'grid' or '--grid')."""
-    if grid is None or isinstance(grid, str) and grid != "auto":
+    """The warm start lays a grid kind on [t_min, t_skip], or tunes the times there ('auto'): refuse given times
+    (``option``: the name the caller gave it, 'grid' or '--grid')."""
+    if grid is None or isinstance(grid, str):
         return
     raise ValueError(f"the warm start lays the sampler's grid kind on [t_min, t_skip]: give {option} as a name "
-                     "(uniform, quadratic, logsnr, ...) or leave it out, not times or 'auto'")
+                     "(uniform, quadratic, logsnr, ...), 'auto' (tuned from t_skip), or leave it out, not times")
 
 
 def start_at_skip(process: LinearProcess, sampler: str, nfe: int, stats: GaussianStats, v: float, grid=None,
                   denoise: bool = False):
     """(times, first_state) of a warm-started run: the sampler's grid kind (``grid``, default its own) laid on
     [t_min, t_skip] for exactly ``nfe`` calls, and the map z_T ↦ the Gaussian flow's state at t_skip; (None, None)
-    for v = 0, a start at T. The one place both :func:`sample_from_skip` and ``cosi sample --warm-start`` get them."""
+    for v = 0, a start at T. The one place both :func:`sample_from_skip` and ``cosi sample --warm-start`` get them
+    (``grid="auto"``: :func:`tune_grid_from_skip` first, then these times from its record)."""
     check_grid(grid)
+    if grid == "auto":
+        raise ValueError("grid='auto' with the warm start: tune the times with tune_grid_from_skip, then start at "
+                         "their first time")
     if v <= 0:
         return None, None
     ts = skip_grid(process, sampler, nfe, v, grid, denoise)
@@ -168,6 +172,27 @@ def sample_from_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, 
     if ts is None:
         return sample(eps_model, process, sampler, nfe, z_T=z_T, grid=grid, **options)
     return sample(eps_model, process, sampler, nfe, z_T=first_state(z_T), grid=ts, **options)
+
+
+def sample_on_times(eps_model, process: LinearProcess, sampler: str, nfe: int, z_T: Tensor, stats: GaussianStats,
+                    times, **options):
+    """``sampler`` on the given ``times`` (from t_skip = times[0]), started from the Gaussian flow's state there (z_T
+    itself where t_skip = T): a warm-started run whose times were tuned (:func:`tune_grid_from_skip`)."""
+    t_skip = float(times[0])
+    return sample(eps_model, process, sampler, nfe, z_T=gaussian_flow(stats, process, z_T, t_skip), grid=times,
+                  **options)
+
+
+def tune_grid_from_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, stats: GaussianStats, v: float, *,
+                       denoise: bool = False, device=None, **options) -> dict:
+    """``grid="auto"`` after the warm start: the sampler's times on [t_min, t_skip] tuned by
+    :func:`cosi.evaluation.autogrid.choose_grid` for runs that begin at t_skip from the Gaussian flow's state (the
+    reference still solves the ODE from T with the network). Its record, as choose_grid's; v = 0: the tuning from
+    T."""
+    ts, first_state = start_at_skip(process, sampler, nfe, stats, v, None, denoise)
+    begin = None if ts is None else Begin(float(ts[0]), first_state, ("gaussian", stats.fingerprint()))
+    return choose_grid(eps_model, process, sampler, nfe, stats.shape, denoise=denoise, device=device, begin=begin,
+                       **options)
 
 
 def choose_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, stats: GaussianStats, *, grid=None,
@@ -213,5 +238,5 @@ def resolve_skip(eps_model, process: LinearProcess, sampler: str, nfe: int, stat
     return v, None
 
 
-__all__ = ["GaussianStats", "gaussian_flow", "check_grid", "start_at_skip", "sample_from_skip", "choose_skip",
-           "resolve_skip", "skip_time", "skip_grid", "SKIPS", "FLOW_STEPS"]
+__all__ = ["GaussianStats", "gaussian_flow", "check_grid", "start_at_skip", "sample_from_skip", "sample_on_times",
+           "choose_skip", "tune_grid_from_skip", "resolve_skip", "skip_time", "skip_grid", "SKIPS", "FLOW_STEPS"]

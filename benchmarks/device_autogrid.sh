@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU call for issues 19 and 21, resumable, ending inside SECONDS (default 560):
 #   1. study.py --stage accuracy: the cells not yet measured (heun's; csps-d at NFE 2000 at other λ);
-#   2. the Gaussian warm start (benchmarks/warmstart_fmnist.py, gddim-2m-c on the uniform grid) on fmnist-cld at
-#      NFE 10, 5, 8 with its FD;
+#   2. the Gaussian warm start (benchmarks/warmstart_fmnist.py, gddim-2m-c) at NFE 10, 5, 8 with its FD: on the
+#      uniform grid on fmnist-cld, then with grid=auto (times tuned from t_skip) on fmnist-psld, fmnist-cld, fmnist-vp;
 #   3. study.py --stage autogrid: grid="auto" (AUTOGRID_PLAN) on the three shipped models, NFE 10 first;
 #   4. study.py --stage frontier_fd --stage autogrid_fd --stage project: FD (shipped classifier, 10k samples) of the
 #      frontier (fmnist-cld's), of the tuned grids, and csps-d's λ curve with the projection on;
@@ -22,18 +22,21 @@ LOG="$OUT/autogrid.log"
 # study SECONDS ARGS...: one study.py call, killed after SECONDS (at least 1: `timeout 0` would never kill it)
 study() { local t=$(( $1 > 1 ? $1 : 1 )); shift; timeout "$t" python benchmarks/study.py --out $R "$@" 2>&1 \
     | grep -v "^\s*$\|UserWarning\|warnings.warn" | tee -a "$LOG"; }
-# warm SECONDS ARGS...: warmstart_fmnist.py (gddim-2m-c, uniform grid, shipped statistics), killed after SECONDS
+# warm SECONDS ARGS...: warmstart_fmnist.py (gddim-2m-c, shipped statistics), killed after SECONDS
 warm() { local t=$(( $1 > 1 ? $1 : 1 )); shift; timeout "$t" python benchmarks/warmstart_fmnist.py --stats shipped \
-    --sampler gddim-2m-c --grid uniform --data-dir .data/fmnist --out benchmarks/results/warmstart.jsonl "$@" 2>&1 \
+    --sampler gddim-2m-c --data-dir .data/fmnist --out benchmarks/results/warmstart.jsonl "$@" 2>&1 \
     | grep -v "^\s*$\|UserWarning\|warnings.warn" | tee -a "$LOG"; }
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$LOG"
 study 100 --stage accuracy --minutes 1.5
-warm 150 --model fmnist-cld --nfe 10 --nfe 5 --nfe 8 --fd 10000
+warm 150 --model fmnist-cld --grid uniform --nfe 10 --nfe 5 --nfe 8 --fd 10000
+for m in fmnist-psld fmnist-cld fmnist-vp; do
+    warm $(( $(left) / 4 )) --model $m --grid auto --nfe 10 --nfe 5 --nfe 8 --fd 10000
+done
 study $(( $(left) * 35 / 100 )) --stage autogrid --minutes "$(minutes $(( $(left) * 30 / 100 )))"
 study $(( $(left) - 140 )) --stage frontier_fd --stage autogrid_fd --stage project --network nhwc+compile \
     --data-dir .data/fmnist --train-stats $R/train_stats --minutes "$(minutes $(( $(left) - 170 )))"
 for m in fmnist-psld fmnist-cld fmnist-vp; do
-    warm $(( $(left) - 60 )) --model $m --seed 1 --nfe 10 --nfe 5 --nfe 8
+    warm $(( $(left) - 60 )) --model $m --grid uniform --seed 1 --nfe 10 --nfe 5 --nfe 8
 done
 study $(( $(left) - 15 )) --stage stability --model fmnist-cld --accuracy-n 16 --accuracy-reference gddim-2m@400 \
     --minutes "$(minutes $(( $(left) - 40 )))"

@@ -4,6 +4,8 @@ accuracy on held-out draws beside the same sampler from T (issue 21).
     python benchmarks/warmstart_fmnist.py --model fmnist-vp --data-dir .data/fmnist            # a GPU: full size
     python benchmarks/warmstart_fmnist.py --model fmnist-vp --probe 16 --n 32 --ref gddim-3m-c@100 --nfe 5  # CPU
     ... --grid uniform --option lower_order_final=true --fd 10000   # a grid kind, sampler options; FD from T and warm
+    ... --grid auto   # times tuned (cosi.tune_grid) from T, and from t_skip after the warm start (t_skip chosen on
+                      # the sampler's own grid kind); the probe of --probe draws for both searches
 
 ``--fd N``: the FD (shipped classifier, N samples against the test split, seed 0) of the sampler from T and from the
 chosen t_skip, beside the accuracy.
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 
 import cosi
+import cosi.evaluation.autogrid as ag
 import cosi.evaluation.warmstart as ws
 from cosi.data import load_fashion_mnist
 from cosi.evaluation.accuracy import Reference, errors, prior_draws, reference_solution
@@ -62,10 +65,10 @@ def main() -> None:
         stats = ws.GaussianStats.from_data(x)
     stats_s = time.perf_counter() - t0
     print(f"statistics ({args.stats}): {stats_s:.1f} s", flush=True)
-    ws.PROBE = args.probe
+    ws.PROBE = ag.PROBE = args.probe
     ref = Reference.parse(args.ref)
     if args.probe != 64:  # a small probe judges against the same reference as the held-out draws
-        ws.reference = lambda process, nfe: (ref.sampler, ref.nfe)
+        ws.reference = ag.reference = lambda process, nfe: (ref.sampler, ref.nfe)
     z = prior_draws(m.process, m.data_shape, args.n, args.seed, m.device)
     x_ref = reference_solution(m.eps_model, m.process, m.data_shape, args.n, args.seed, ref, device=m.device,
                                self_check=False, batch_size=256, cache_dir=REFS, name=args.model)["x"]
@@ -79,23 +82,39 @@ def main() -> None:
             if _cell({"model": args.model, "sampler": s, "nfe": nfe, "options": opts, "n": args.n,
                       "seed": args.seed, "fd_n": args.fd}) in done:  # resumable: a row already in --out is kept
                 continue
-            base = errors(torch.cat([cosi.sample(m.eps_model, m.process, s, nfe, z_T=b, **opts).x
+            auto = opts.get("grid") == "auto"  # tuned times: from T (autogrid), and from t_skip after the warm start
+            rest = {k: v for k, v in opts.items() if k != "grid"}
+            if auto:
+                from_T = ag.choose_grid(m.eps_model, m.process, s, nfe, m.data_shape, device=m.device, **rest)
+                times_T = from_T["grid"]
+            else:
+                times_T = opts.get("grid")
+            base = errors(torch.cat([cosi.sample(m.eps_model, m.process, s, nfe, z_T=b, grid=times_T, **rest).x
                                      for b in z.split(256)]), x_ref)
-            rec = ws.choose_skip(m.eps_model, m.process, s, nfe, stats, device=m.device, **opts)
-            warm = errors(torch.cat([ws.sample_from_skip(m.eps_model, m.process, s, nfe, b, stats, rec["v"], **opts).x
-                                     for b in z.split(256)]), x_ref)
+            rec = ws.choose_skip(m.eps_model, m.process, s, nfe, stats, device=m.device, grid=None if auto
+                                 else opts.get("grid"), **rest)  # with auto: t_skip on the sampler's own grid kind
+            if auto:
+                tuned = ws.tune_grid_from_skip(m.eps_model, m.process, s, nfe, stats, rec["v"], device=m.device, **rest)
+                times = tuned["grid"]
+            else:  # the grid kind laid on [t_min, t_skip]; v = 0: the run from T (times None)
+                times = ws.skip_grid(m.process, s, nfe, rec["v"], opts.get("grid")) if rec["v"] > 0 else None
+            warm = base if times is None else errors(torch.cat([
+                ws.sample_on_times(m.eps_model, m.process, s, nfe, b, stats, times, **rest).x for b in z.split(256)]),
+                x_ref)
             row = {"model": args.model, "sampler": s, "nfe": nfe, "options": opts, "n": args.n, "seed": args.seed,
                    "reference": str(ref),
                    "probe": args.probe, "v": rec["v"], "t_skip": rec["t_skip"], "proxy": rec["proxy"],
                    "from_T": base, "warm": warm, "choose_calls": rec["calls"], "choose_seconds": rec["seconds"],
                    "stats_seconds": round(stats_s, 1), "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu"}
+            if auto:
+                row.update(grid_from_T=times_T.tolist(), grid_warm=times.tolist(),
+                           tuning_calls=from_T["calls"] + tuned["calls"],
+                           tuning_seconds=round(from_T["seconds"] + tuned["seconds"], 1))
             if fd is not None:
                 row["fd_n"] = args.fd
-                row["fd_from_T"] = fd(s, nfe, opts)
-                grid = {k: v for k, v in opts.items() if k != "grid"}
-                grid["grid"] = ws.skip_grid(m.process, s, nfe, rec["v"], opts.get("grid"))
-                t_skip = float(grid["grid"][0])
-                row["fd_warm"] = fd(s, nfe, grid, lambda z_T: ws.gaussian_flow(stats, m.process, z_T, t_skip))
+                row["fd_from_T"] = fd(s, nfe, {**rest, "grid": times_T})
+                row["fd_warm"] = row["fd_from_T"] if times is None else fd(
+                    s, nfe, {**rest, "grid": times}, lambda z_T: ws.gaussian_flow(stats, m.process, z_T, float(times[0])))
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as f:

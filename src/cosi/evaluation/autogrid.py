@@ -19,6 +19,9 @@ the gap towards a neighbour, keeping a move that lowers the proxy; a sweep visit
 fractions halve after a sweep without improvement (``SWEEPS`` sweeps at most). The result can only improve on its
 start on the probe; whether it generalizes is measured on other draws (docs/benchmarks.md).
 
+A run may begin below T (:class:`Begin`: the Gaussian warm start's state at t_skip); the grid is then tuned on
+[t_min, t_skip] with its first time fixed, against the same reference from T.
+
 Cost: the reference (once per model and probe, shared with ``lam="auto"``), and NFE calls on the probe per try:
 one per named grid, then at most ``SWEEPS`` × (N − 1) × 4 tries. The choice is cached per (model, process, sampler,
 NFE, options) while the model lives, and its record (times, proxy before and after, calls, seconds) is returned.

@@ -162,9 +162,9 @@ def choose_grid(eps_model, process, sampler: str, nfe: int, data_shape, *, start
         if not improved:
             moves = tuple(m / 2 for m in moves)
     out = {"grid": _to_t(process, v, t0_run), "start": ts0,
-           "start_kind": str(start) if isinstance(start, str) else "given", "named": tried, "proxy": best, "proxy_start": first, "calls": calls,
-           "probe": PROBE, "reference": f"RMSE vs {ref}", "seconds": round(time.perf_counter() - t0, 2),
-           "search": SEARCH}
+           "start_kind": str(start) if isinstance(start, str) else "given", "named": tried, "proxy": best,
+           "proxy_start": first, "calls": calls, "probe": PROBE, "reference": f"RMSE vs {ref}",
+           "seconds": round(time.perf_counter() - t0, 2), "search": SEARCH}
     _CACHE.put(eps_model, key, out)
     return out
 

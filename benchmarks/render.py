@@ -373,7 +373,9 @@ def warmstart_table(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['model']} | {r['sampler']}, {opts} | {r['nfe']} | {r.get('seed', 0)} | "
                      f"{r['from_T']['rmse']:.3f} "
                      f"({r['from_T']['rmse_median']:.3f}) → {r['warm']['rmse']:.3f} ({r['warm']['rmse_median']:.3f}) | "
-                     f"{fd} | {r['v']:g} ({r['t_skip']:.3f}) | {r['choose_calls']}, {r['choose_seconds']:.1f} |")
+                     f"{fd} | {r['v']:g} ({r['t_skip']:.3f}) | {r['choose_calls']}, {r['choose_seconds']:.1f}"
+                     + (f"; grid=auto from T and from t_skip: {r['tuning_calls']}, {r['tuning_seconds']:.0f}"
+                        if "tuning_calls" in r else "") + " |")
     return lines
 
 

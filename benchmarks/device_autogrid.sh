@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # One GPU call for issues 19 and 21, resumable, ending inside SECONDS (default 560):
-#   1. study.py --stage accuracy: the cells not yet measured (heun's; csps-d at NFE 2000 at other λ);
+#   1. study.py --stage accuracy: the cells not yet measured;
 #   2. the Gaussian warm start (benchmarks/warmstart_fmnist.py, gddim-2m-c) at NFE 10, 5, 8 with its FD: on the
 #      uniform grid on fmnist-cld, then with grid=auto (times tuned from t_skip) on fmnist-psld, fmnist-cld, fmnist-vp;
-#   3. study.py --stage autogrid: grid="auto" (AUTOGRID_PLAN) on the three shipped models, NFE 10 first;
-#   4. study.py --stage frontier_fd --stage autogrid_fd --stage project: FD (shipped classifier, 10k samples) of the
+#   3. csps-d on power grids between the quadratic and the uniform one (benchmarks/cspsd_grid.py, issue 19);
+#   4. study.py --stage autogrid: grid="auto" (AUTOGRID_PLAN) on the three shipped models, NFE 10 first;
+#   5. study.py --stage frontier_fd --stage autogrid_fd --stage project: FD (shipped classifier, 10k samples) of the
 #      frontier (fmnist-cld's), of the tuned grids, and csps-d's λ curve with the projection on;
-#   5. the warm start on the frontier's seed-1 draws (accuracy only) on the three models;
-#   6. study.py --stage stability on fmnist-cld with what is left (16 draws, as its earlier rows).
+#   6. the warm start on the frontier's seed-1 draws (accuracy only) on the three models;
+#   7. study.py --stage stability on fmnist-cld with what is left (16 draws, as its earlier rows).
 #   OUT=out/device bash benchmarks/device_autogrid.sh [SECONDS]
-# Setup as benchmarks/device_setup.sh; needs the test split in .data/fmnist (t10k-*.gz), diffusers' wheels in .whl, and
-# for the project stage's lam=auto by FD the train split's feature statistics in benchmarks/results/study/train_stats
-# (written by study.py --train-stats DIR where the train split is at hand; the split itself does not fit the carry). Results: benchmarks/results/study/{stability,accuracy,autogrid,
-# autogrid_fd,frontier_fd,project}.jsonl and benchmarks/results/warmstart.jsonl, copied to $OUT.
+# Setup as benchmarks/device_setup.sh; needs the test split in .data/fmnist (t10k-*.gz), diffusers' wheels in .whl,
+# and for the project stage's lam=auto by FD the train split's feature statistics in
+# benchmarks/results/study/train_stats (written by study.py --train-stats DIR where the train split is at hand; the
+# split itself does not fit the carry). Results: benchmarks/results/study/{stability,accuracy,autogrid,autogrid_fd,
+# frontier_fd,project}.jsonl, benchmarks/results/warmstart.jsonl and benchmarks/results/cspsd_grid.jsonl, copied to
+# $OUT with the references (accuracy_refs.tgz).
 set -uo pipefail
 OUT=${OUT:-out/device}
 BUDGET=${1:-560}
@@ -32,6 +35,8 @@ warm 150 --model fmnist-cld --grid uniform --nfe 10 --nfe 5 --nfe 8 --fd 10000
 for m in fmnist-psld fmnist-cld fmnist-vp; do
     warm $(( $(left) / 4 )) --model $m --grid auto --nfe 10 --nfe 5 --nfe 8 --fd 10000
 done
+timeout $(( $(left) / 3 )) python benchmarks/cspsd_grid.py --data-dir .data/fmnist \
+    --out benchmarks/results/cspsd_grid.jsonl 2>&1 | grep -v "^\s*$\|UserWarning\|warnings.warn" | tee -a "$LOG"
 study $(( $(left) * 35 / 100 )) --stage autogrid --minutes "$(minutes $(( $(left) * 30 / 100 )))"
 study $(( $(left) - 140 )) --stage frontier_fd --stage autogrid_fd --stage project --network nhwc+compile \
     --data-dir .data/fmnist --train-stats $R/train_stats --minutes "$(minutes $(( $(left) - 170 )))"
@@ -40,8 +45,11 @@ for m in fmnist-psld fmnist-cld fmnist-vp; do
 done
 study $(( $(left) - 15 )) --stage stability --model fmnist-cld --accuracy-n 16 --accuracy-reference gddim-2m@400 \
     --minutes "$(minutes $(( $(left) - 40 )))"
-for f in stability accuracy autogrid autogrid_fd frontier_fd project; do [ -f $R/$f.jsonl ] && cp $R/$f.jsonl "$OUT/"; done
+for f in stability accuracy autogrid autogrid_fd frontier_fd project; do
+    [ -f $R/$f.jsonl ] && cp $R/$f.jsonl "$OUT/"
+done
 cp benchmarks/results/warmstart.jsonl "$OUT/"
+[ -f benchmarks/results/cspsd_grid.jsonl ] && cp benchmarks/results/cspsd_grid.jsonl "$OUT/"
 # the references, as one archive (their names hold '@', which the device's copy-back refuses); unpack it into
 # benchmarks/results/study/accuracy_refs and carry that folder to spare a later call computing them again
 tar -czf "$OUT/accuracy_refs.tgz" -C $R accuracy_refs
